@@ -1,0 +1,14 @@
+"""recbole-attn: attention-based sequential recommenders as RecBole plugins.
+
+Importing the package makes RecBole 1.2.1 work on numpy 2 / torch >= 2.6
+(:mod:`recbole_attn.compat`).
+"""
+from recbole_attn import compat
+
+compat.apply()
+
+from recbole_attn.registry import available_models, get_model_class  # noqa: E402
+from recbole_attn.runner import run  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["available_models", "get_model_class", "run", "__version__"]

@@ -1,0 +1,242 @@
+"""Make RecBole 1.2.1 run on numpy 2 and torch >= 2.6, and nothing else.
+
+Three breakages, each fixed at the narrowest point that covers it:
+
+* numpy 2 removed the aliases ``np.float``/``np.bool``/``np.int``/... that
+  RecBole still uses, and ``Config.compatibility_settings`` (called by every
+  ``Config``) crashes re-creating them from ``np.float_``, which numpy 2 also
+  removed.  Instead of writing aliases into the global ``numpy`` module (what
+  RecBole's own helper does), each affected RecBole module gets a private view
+  of numpy that adds the old names; every other library keeps plain numpy.
+* torch >= 2.6 loads with ``weights_only=True`` by default and RecBole pickles
+  its whole ``Config`` object into every checkpoint, so the best-model reload
+  in ``Trainer.evaluate`` and ``Trainer.resume_checkpoint`` fail.  We make the
+  checkpoint hold plain data only (state dicts, numbers, a plain config dict),
+  which loads under the safe default, rather than turning the unpickler's
+  safety off.
+* pandas 3 made ``Series.agg(len)`` return the Series' length instead of
+  each element's, and made ``df[col].fillna(..., inplace=True)`` a silent
+  no-op (Copy-on-Write). The first breaks every ``token_seq`` field (genres,
+  titles) in ``Dataset._remap``; the second leaves NaNs that
+  ``Dataset._fill_nan`` should have filled. Both methods are replaced by
+  element-wise versions that do what RecBole intended; an empty ``*_seq``
+  cell is read as the empty string, the value RecBole's no-op ``fillna``
+  in ``_load_feat`` meant to give it.
+* ``recbole.quick_start`` imports ``ray``; this package never imports it.
+
+:func:`apply` is idempotent and runs on ``import recbole_attn``.
+"""
+from __future__ import annotations
+
+import enum
+import importlib
+import os
+import tempfile
+import types
+from typing import Any
+
+import numpy as np
+import torch
+
+#: numpy names removed in numpy 1.24/2.0 that RecBole 1.2.1 still spells.
+LEGACY_NUMPY_ALIASES: dict[str, Any] = {
+    "bool": np.bool_,
+    "int": np.int_,
+    "long": np.int_,
+    "float": np.float64,
+    "float_": np.float64,
+    "complex": np.complex128,
+    "object": np.object_,
+    "str": np.str_,
+    "unicode": np.str_,
+}
+
+#: RecBole modules that use a removed alias at import or run time.
+MODULES_USING_LEGACY_NUMPY = (
+    "recbole.config.configurator",
+    "recbole.evaluator.metrics",
+    "recbole.data.interaction",
+    "recbole.data.dataset.dataset",
+    "recbole.model.layers",
+    "recbole.model.abstract_recommender",
+    "recbole.model.context_aware_recommender.ffm",
+)
+
+_applied = False
+#: The RecBole functions each fix replaced, for tests that show the need.
+ORIGINALS: dict[str, Any] = {}
+
+
+class _NumpyWithLegacyAliases(types.ModuleType):
+    """numpy, plus the removed aliases, for RecBole's modules only."""
+
+    def __init__(self) -> None:
+        super().__init__("numpy")
+        self.__dict__.update(LEGACY_NUMPY_ALIASES)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+
+class _PandasWithEmptySeqCells(types.ModuleType):
+    """pandas for ``recbole.data.dataset.dataset``: ``read_csv`` gives empty
+    ``token_seq``/``float_seq`` cells as ``""`` instead of NaN."""
+
+    def __init__(self) -> None:
+        super().__init__("pandas")
+
+    def __getattr__(self, name: str) -> Any:
+        import pandas
+
+        return getattr(pandas, name)
+
+    @staticmethod
+    def read_csv(*args: Any, **kwargs: Any) -> Any:
+        import pandas
+
+        frame = pandas.read_csv(*args, **kwargs)
+        seq_columns = [c for c in (kwargs.get("dtype") or {}) if str(c).endswith("seq") and c in frame]
+        for column in seq_columns:
+            frame[column] = frame[column].fillna("")
+        return frame
+
+
+def _no_global_numpy_aliases(self: Any) -> None:
+    """Replacement for ``Config.compatibility_settings``: the aliases live in
+    the per-module numpy views, so the global numpy stays untouched."""
+
+
+def plain_data(value: Any) -> Any:
+    """Turn a config value into data that ``torch.load(weights_only=True)``
+    accepts: enums become their names, unknown objects their ``str``."""
+    if isinstance(value, np.generic):  # before float: np.float64 is a float
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, dict):
+        return {str(key): plain_data(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [plain_data(item) for item in value]
+    return str(value)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temp file in the same folder, then rename: a crash
+    never leaves a truncated checkpoint where a good one was."""
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _save_plain_checkpoint(self: Any, epoch: int, verbose: bool = True, **kwargs: Any) -> None:
+    """``Trainer._save_checkpoint`` that stores only plain data, atomically."""
+    if not self.config["single_spec"] and self.config["local_rank"] != 0:
+        return
+    saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+    state = {
+        "config": plain_data(self.config.final_config_dict),
+        "epoch": epoch,
+        "cur_step": self.cur_step,
+        "best_valid_score": plain_data(self.best_valid_score),
+        "state_dict": self.model.state_dict(),
+        "other_parameter": self.model.other_parameter(),
+        "optimizer": self.optimizer.state_dict(),
+    }
+    atomic_torch_save(state, saved_model_file)
+    if verbose:
+        self.logger.info(f"Saving current: {saved_model_file}")
+
+
+def _concat_remapped_tokens(self: Any, remap_list: list) -> tuple[np.ndarray, np.ndarray]:
+    """``Dataset._concat_remaped_tokens``, element-wise on any pandas."""
+    from recbole.utils import FeatureType
+
+    tokens = []
+    for feat, field, ftype in remap_list:
+        column = feat[field]
+        if ftype == FeatureType.TOKEN:
+            tokens.append(column.to_numpy())
+        else:  # TOKEN_SEQ: one array of tokens per row
+            tokens.append(np.concatenate([*column.to_numpy(), np.array([], dtype=object)]))
+    split_point = np.cumsum([len(t) for t in tokens])[:-1]
+    return np.concatenate(tokens), split_point
+
+
+def _remap_tokens(self: Any, remap_list: list) -> None:
+    """``Dataset._remap``: one ``pd.factorize`` over all fields that share an
+    id space, then each field gets its ids back (per row for token_seq)."""
+    import pandas as pd
+    from recbole.utils import FeatureType
+
+    if not remap_list:
+        return
+    tokens, split_point = self._concat_remaped_tokens(remap_list)
+    new_ids, uniques = pd.factorize(tokens)
+    per_field = np.split(new_ids + 1, split_point)
+    id_token = np.array(["[PAD]", *uniques])
+    token_id = {token: index for index, token in enumerate(id_token)}
+    for (feat, field, ftype), ids in zip(remap_list, per_field):
+        if field not in self.field2id_token:
+            self.field2id_token[field] = id_token
+            self.field2token_id[field] = token_id
+        if ftype == FeatureType.TOKEN:
+            feat[field] = ids
+        else:
+            row_lengths = np.fromiter((len(row) for row in feat[field]), dtype=np.int64, count=len(feat))
+            feat[field] = np.split(ids, np.cumsum(row_lengths)[:-1])
+
+
+def _fill_nan(self: Any) -> None:
+    """``Dataset._fill_nan`` with assignments instead of chained in-place
+    ``fillna`` (a no-op under pandas' Copy-on-Write)."""
+    from recbole.utils import FeatureType
+
+    for feat_name in self.feat_name_list:
+        feat = getattr(self, feat_name)
+        for field in feat:
+            ftype = self.field2type[field]
+            if ftype == FeatureType.TOKEN:
+                feat[field] = feat[field].fillna(value=0)
+            elif ftype == FeatureType.FLOAT:
+                feat[field] = feat[field].fillna(value=feat[field].mean())
+            else:
+                dtype = np.int64 if ftype == FeatureType.TOKEN_SEQ else np.float64
+                empty = np.array([], dtype=dtype)
+                feat[field] = [empty if isinstance(x, float) else x for x in feat[field]]
+
+
+def apply() -> None:
+    """Install every fix once; later calls do nothing."""
+    global _applied
+    if _applied:
+        return
+    numpy_view = _NumpyWithLegacyAliases()
+    for module_name in MODULES_USING_LEGACY_NUMPY:
+        importlib.import_module(module_name).np = numpy_view
+    importlib.import_module("recbole.data.dataset.dataset").pd = _PandasWithEmptySeqCells()
+
+    from recbole.config.configurator import Config
+    from recbole.data.dataset.dataset import Dataset
+    from recbole.trainer.trainer import Trainer
+
+    for owner, name, replacement in (
+        (Config, "compatibility_settings", _no_global_numpy_aliases),
+        (Dataset, "_concat_remaped_tokens", _concat_remapped_tokens),
+        (Dataset, "_remap", _remap_tokens),
+        (Dataset, "_fill_nan", _fill_nan),
+        (Trainer, "_save_checkpoint", _save_plain_checkpoint),
+    ):
+        ORIGINALS[f"{owner.__name__}.{name}"] = getattr(owner, name)
+        setattr(owner, name, replacement)
+    _applied = True

@@ -1,0 +1,153 @@
+"""Views over RecBole's split sequential data that RecBole does not offer.
+
+* :class:`AllPositionsLoader`: RecBole trains on every prefix of every
+  sequence (a user with n items is encoded n times, one target each). This
+  loader rebuilds each user's training sequence from RecBole's own training
+  rows and serves it once, cut into windows of ``MAX_ITEM_LIST_LENGTH``, with
+  the next item as target at every position. Same split, same items, n times
+  fewer encoder passes.
+* :func:`attach_seen_filter`: makes RecBole's sequential full-sort loader
+  report the items each user saw before the target, which RecBole's trainer
+  then ranks last, exactly as it does for general recommenders.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from recbole.data.interaction import Interaction
+
+from recbole_attn.models.base import TARGET_SEQ_FIELD
+
+
+def training_sequences(dataset: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each user's training items in time order, rebuilt from RecBole's
+    prefix rows: the first row's first history item, then every row's target.
+
+    Returns ``(users, items, offsets)``: user ``users[k]`` has the items
+    ``items[offsets[k]:offsets[k + 1]]``.
+    """
+    feat = dataset.inter_feat
+    uid = feat[dataset.uid_field].numpy()
+    target = feat[dataset.iid_field].numpy()
+    first_item = feat[dataset.item_id_list_field][:, 0].numpy()
+    time = feat[dataset.time_field].numpy() if dataset.time_field in feat else np.zeros(len(uid))
+    order = np.lexsort((np.arange(len(uid)), time, uid))  # stable: user, then time
+    uid, target, first_item = uid[order], target[order], first_item[order]
+    starts = np.flatnonzero(np.r_[True, uid[1:] != uid[:-1]])
+    lengths = np.diff(np.r_[starts, len(uid)]) + 1  # + the first history item
+    offsets = np.r_[0, np.cumsum(lengths)]
+    items = np.empty(offsets[-1], dtype=np.int64)
+    items[offsets[:-1]] = first_item[starts]
+    is_target = np.ones(offsets[-1], dtype=bool)
+    is_target[offsets[:-1]] = False
+    items[is_target] = target
+    return uid[starts], items, offsets
+
+
+def window_rows(
+    users: np.ndarray, items: np.ndarray, offsets: np.ndarray, max_len: int
+) -> dict[str, torch.Tensor]:
+    """Cut every sequence into right-padded windows of ``max_len`` inputs,
+    newest first, each position's target being the next item; every item
+    after the first is the target of exactly one position."""
+    n_targets = np.diff(offsets) - 1  # inputs = all but the last item
+    n_windows = np.ceil(n_targets / max_len).astype(np.int64)
+    window_user = np.repeat(np.arange(len(users)), n_windows)
+    # k-th window from the end of its user: inputs [end - max_len, end) clipped at 0
+    k = np.arange(len(window_user)) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
+    end = n_targets[window_user] - k * max_len
+    start = np.maximum(end - max_len, 0)
+    lengths = end - start
+    position = np.arange(max_len)[None, :]
+    valid = position < lengths[:, None]
+    index = offsets[window_user][:, None] + start[:, None] + position
+    index = np.where(valid, index, 0)
+    inputs = np.where(valid, items[index], 0)
+    targets = np.where(valid, items[np.minimum(index + 1, len(items) - 1)], 0)
+    return {
+        "user": torch.from_numpy(users[window_user]),
+        "item_seq": torch.from_numpy(inputs),
+        "item_seq_len": torch.from_numpy(lengths),
+        "targets": torch.from_numpy(targets),
+    }
+
+
+class AllPositionsLoader:
+    """Training batches of sequence windows with a target at every position,
+    built once from a RecBole training loader; iterates like it."""
+
+    def __init__(self, config: Any, train_data: Any) -> None:
+        self.dataset = train_data.dataset  # RecBole's trainer reads counts from it
+        self.batch_size = config["train_batch_size"]
+        self.shuffle = bool(config["shuffle"])
+        dataset = self.dataset
+        rows = window_rows(*training_sequences(dataset), config["MAX_ITEM_LIST_LENGTH"])
+        self.fields = {
+            dataset.uid_field: rows["user"],
+            dataset.item_id_list_field: rows["item_seq"],
+            dataset.item_list_length_field: rows["item_seq_len"],
+            TARGET_SEQ_FIELD: rows["targets"],
+        }
+        self.num_rows = len(rows["user"])
+        self.num_targets = int((rows["targets"] > 0).sum())
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_rows / self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(self.num_rows) if self.shuffle else torch.arange(self.num_rows)
+        for start in range(0, self.num_rows, self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield Interaction({name: column[index] for name, column in self.fields.items()})
+
+
+def seen_items(users: np.ndarray, items: np.ndarray, offsets: np.ndarray, n_users: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """CSR ``(indptr, indices)`` over user ids of the given per-user items."""
+    counts = np.zeros(n_users, dtype=np.int64)
+    counts[users] = np.diff(offsets)
+    order = np.argsort(users, kind="stable")
+    chunks = np.split(items, offsets[1:-1])
+    indices = np.concatenate([chunks[k] for k in order]) if len(order) else np.zeros(0, np.int64)
+    return torch.from_numpy(np.r_[0, np.cumsum(counts)]), torch.from_numpy(indices.astype(np.int64))
+
+
+class SeenFilterCollate:
+    """Wraps a full-sort loader's ``collate_fn`` so that each batch reports
+    ``history_index = (rows, items)`` of the items its users saw before."""
+
+    def __init__(self, collate_fn: Any, uid_field: str, indptr: torch.Tensor, indices: torch.Tensor) -> None:
+        self.collate_fn, self.uid_field = collate_fn, uid_field
+        self.indptr, self.indices = indptr, indices
+
+    def __call__(self, batch: Any) -> Any:
+        interaction, history_index, positive_u, positive_i = self.collate_fn(batch)
+        users = interaction[self.uid_field]
+        starts, counts = self.indptr[users], self.indptr[users + 1] - self.indptr[users]
+        rows = torch.repeat_interleave(torch.arange(len(users)), counts)
+        within = torch.arange(int(counts.sum())) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        cols = self.indices[torch.repeat_interleave(starts, counts) + within]
+        if history_index is not None:
+            rows, cols = torch.cat([history_index[0], rows]), torch.cat([history_index[1], cols])
+        return interaction, (rows, cols), positive_u, positive_i
+
+
+def attach_seen_filters(train_data: Any, valid_data: Any, test_data: Any) -> None:
+    """``filter_seen``: validation ranks the training items of each user last;
+    test ranks training items and the validation item last."""
+    dataset = train_data.dataset
+    users, items, offsets = training_sequences(dataset)
+    n_users = dataset.user_num
+    valid_feat = valid_data.dataset.inter_feat
+    valid_target = dict(zip(valid_feat[dataset.uid_field].tolist(), valid_feat[dataset.iid_field].tolist()))
+    with_valid = [np.r_[items[offsets[k]:offsets[k + 1]], [valid_target[u]] if u in valid_target else []]
+                  for k, u in enumerate(users.tolist())]
+    test_offsets = np.r_[0, np.cumsum([len(seq) for seq in with_valid])]
+    test_items = np.concatenate(with_valid).astype(np.int64) if with_valid else items
+    for loader, csr in (
+        (valid_data, seen_items(users, items, offsets, n_users)),
+        (test_data, seen_items(users, test_items, test_offsets, n_users)),
+    ):
+        loader.collate_fn = SeenFilterCollate(loader.collate_fn, dataset.uid_field, *csr)

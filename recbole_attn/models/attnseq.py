@@ -1,0 +1,171 @@
+"""AttnSeq: a causal Transformer over the history, trained on all positions.
+
+Reference:
+    Wang-Cheng Kang and Julian McAuley. "Self-Attentive Sequential
+    Recommendation." ICDM 2018 (SASRec).
+    Aleksandr Petrov and Craig Macdonald. "gSASRec: Reducing Overconfidence in
+    Sequential Recommendation Trained with Negative Sampling." RecSys 2023
+    (full-softmax / sampled training of SASRec on every position).
+    Ruibin Xiong et al. "On Layer Normalization in the Transformer
+    Architecture." ICML 2020 (pre-LN).
+
+Note:
+    Unlike RecBole's SASRec, attention runs through ``scaled_dot_product_attention``
+    with ``is_causal=True`` only: RecBole pads on the right, so a causal mask
+    already keeps every valid position from seeing padding, and the fused
+    kernels apply. Pre-LN is the default (``norm_first``) and a final
+    LayerNorm follows the last block. Item features (``selected_features``)
+    are embedded and fused into each history position.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from recbole.utils import FeatureType
+from torch import nn
+
+from recbole_attn.errors import UsageError, check_choice, check_positive, check_probability
+from recbole_attn.models.base import AttnSequentialRecommender
+from recbole_attn.models.layers import TransformerBlock
+
+FEATURE_FUSIONS = ("sum", "concat")
+
+
+class ItemFeatureEmbedding(nn.Module):
+    """Mean embedding of each item's tokens in the chosen item features
+    (e.g. an item's genres), looked up by item id."""
+
+    def __init__(self, dataset: Any, fields: list[str], size: int) -> None:
+        super().__init__()
+        self.fields = fields
+        item_feat = dataset.get_item_feature()
+        self.embeddings = nn.ModuleDict()
+        for field in fields:
+            if field not in dataset.field2type or field not in item_feat:
+                known = [f for f in dataset.field2type if f in item_feat and f != dataset.iid_field]
+                raise UsageError(
+                    f"selected_features: {field!r} is not an item feature of {dataset.dataset_name}; "
+                    f"valid choices: {', '.join(known) or 'none (no .item file loaded)'}"
+                )
+            if dataset.field2type[field] not in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ):
+                raise UsageError(f"selected_features: {field!r} is not a token or token_seq field")
+            tokens = item_feat[field]
+            tokens = tokens[:, None] if tokens.dim() == 1 else tokens  # (n_items, T)
+            self.register_buffer(f"tokens_{field}", tokens.long(), persistent=False)
+            self.embeddings[field] = nn.Embedding(dataset.num(field), size, padding_idx=0)
+
+    def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """(B, L, D): sum over fields of the mean token embedding."""
+        total = 0
+        for field in self.fields:
+            tokens = getattr(self, f"tokens_{field}")[item_seq]  # (B, L, T)
+            count = (tokens > 0).sum(-1, keepdim=True).clamp(min=1)
+            total = total + self.embeddings[field](tokens).sum(-2) / count
+        return total
+
+
+class AttnSeq(AttnSequentialRecommender):
+    """Causal multi-head self-attention recommender; scores are dot products
+    with the (tied) item embedding table."""
+
+    supports_all_positions = True
+
+    def __init__(self, config: Any, dataset: Any) -> None:
+        super().__init__(config, dataset)
+        # read and validate parameters
+        self.hidden_size = config["hidden_size"]
+        self.n_layers = config["n_layers"]
+        self.n_heads = config["n_heads"]
+        self.inner_size = config["inner_size"]
+        for name in ("hidden_size", "n_layers", "n_heads", "inner_size"):
+            check_positive(name, getattr(self, name))
+        if self.hidden_size % self.n_heads:
+            raise UsageError(f"hidden_size {self.hidden_size} must be divisible by n_heads {self.n_heads}")
+        self.dropout_prob = config["hidden_dropout_prob"]
+        self.attn_dropout_prob = config["attn_dropout_prob"]
+        check_probability("hidden_dropout_prob", self.dropout_prob)
+        check_probability("attn_dropout_prob", self.attn_dropout_prob)
+        self.norm_first = config["norm_first"]
+        if not isinstance(self.norm_first, bool):
+            raise UsageError(f"norm_first must be True or False, got {self.norm_first!r}")
+        self.initializer_range = config["initializer_range"]
+        features = config["selected_features"] or []
+        self.selected_features = [features] if isinstance(features, str) else list(features)
+        self.feature_fusion = config["feature_fusion"] or "sum"
+        check_choice("feature_fusion", self.feature_fusion, FEATURE_FUSIONS)
+
+        # layers
+        self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
+        self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
+        self.feature_embedding = (
+            ItemFeatureEmbedding(dataset, self.selected_features, self.hidden_size)
+            if self.selected_features
+            else None
+        )
+        self.feature_fusion_proj = (
+            nn.Linear(2 * self.hidden_size, self.hidden_size)
+            if self.feature_embedding is not None and self.feature_fusion == "concat"
+            else None
+        )
+        self.emb_dropout = nn.Dropout(self.dropout_prob)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(
+                self.hidden_size,
+                self.n_heads,
+                self.inner_size,
+                self.dropout_prob,
+                self.attn_dropout_prob,
+                norm_first=self.norm_first,
+                layer_norm_eps=config["layer_norm_eps"],
+            )
+            for _ in range(self.n_layers)
+        )
+        self.input_norm = nn.Identity() if self.norm_first else nn.LayerNorm(self.hidden_size)
+        self.final_norm = nn.LayerNorm(self.hidden_size) if self.norm_first else nn.Identity()
+
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Truncated-normal weights as in BERT/SASRec; zero biases, unit norms."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.trunc_normal_(module.weight, std=self.initializer_range, a=-2 * self.initializer_range,
+                                  b=2 * self.initializer_range)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def embed(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """(B, L, H) input: item (+ features) + position embeddings."""
+        x = self.item_embedding(item_seq)
+        if self.feature_embedding is not None:
+            features = self.feature_embedding(item_seq)
+            if self.feature_fusion_proj is not None:
+                x = self.feature_fusion_proj(torch.cat([x, features], dim=-1))
+            else:
+                x = x + features
+        positions = torch.arange(item_seq.shape[1], device=item_seq.device)
+        x = x + self.position_embedding(positions)
+        return self.emb_dropout(self.input_norm(x))
+
+    def encode(
+        self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, need_weights: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """(B, L, H) output at every position; position t sees items <= t.
+        With ``need_weights``, also each layer's (B, heads, L, L) weights."""
+        x = self.embed(item_seq)
+        layer_weights = []
+        for block in self.blocks:
+            x, weights = block(x, need_weights)
+            layer_weights.append(weights)
+        x = self.final_norm(x)
+        return (x, layer_weights) if need_weights else x
+
+    def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        return self.gather_indexes(self.encode(item_seq, item_seq_len), item_seq_len - 1)
+
+    def attention_weights(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> list[torch.Tensor]:
+        """Per layer, (B, heads, L, L) weights of each position over earlier ones."""
+        return self.encode(item_seq, item_seq_len, need_weights=True)[1]

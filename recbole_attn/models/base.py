@@ -1,0 +1,109 @@
+"""The part every plugin model shares: losses, ``predict`` and
+``full_sort_predict``, written once. A model supplies ``item_embedding``
+(the tied output table), ``forward`` (one vector per history, in item-
+embedding space) and, if it trains on all positions, ``encode`` (one vector
+per position)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from torch import nn
+
+from recbole_attn.errors import check_choice, check_positive
+
+#: Field of the all-positions training rows that holds each position's next
+#: item (0 = padding); its presence switches :meth:`calculate_loss` mode.
+TARGET_SEQ_FIELD = "target_item_list"
+LOSS_TYPES = ("CE", "BPR", "SSM")
+NEGATIVE_SAMPLERS = ("uniform", "popularity")
+_PROPERTIES_DIR = Path(__file__).resolve().parents[1] / "properties" / "model"
+
+
+class AttnSequentialRecommender(SequentialRecommender):
+    """RecBole ``SequentialRecommender`` with the shared training objective.
+
+    Losses (``loss_type``): ``CE`` full softmax over the catalog; ``SSM``
+    sampled softmax against ``num_negatives`` items drawn once per batch and
+    shared by its rows (Jean et al., 2015); ``BPR`` (Rendle et al., 2009)
+    with RecBole's negatives in prefix mode, ours in all-positions mode.
+    """
+
+    properties_file: ClassVar[Path]
+    #: Whether ``encode`` gives a causal vector per position.
+    supports_all_positions: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.properties_file = _PROPERTIES_DIR / f"{cls.__name__}.yaml"
+
+    def __init__(self, config: Any, dataset: Any) -> None:
+        super().__init__(config, dataset)
+        self.loss_type = config["loss_type"]
+        check_choice("loss_type", self.loss_type, LOSS_TYPES)
+        self.num_negatives = config["num_negatives"] or 0
+        self.negative_sampler = config["negative_sampler"] or "uniform"
+        check_choice("negative_sampler", self.negative_sampler, NEGATIVE_SAMPLERS)
+        if self.loss_type == "SSM":
+            check_positive("num_negatives", self.num_negatives)
+        item_counts = torch.zeros(self.n_items)
+        if self.negative_sampler == "popularity":
+            counts = dataset.item_counter
+            item_counts[list(counts)] = torch.tensor(list(counts.values()), dtype=torch.float)
+        self.register_buffer("negative_weights", item_counts, persistent=False)
+
+    # -- to be supplied by each model ---------------------------------------
+    item_embedding: nn.Embedding
+
+    def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        """(B, D) representation of each history, D = item embedding size."""
+        raise NotImplementedError
+
+    def encode(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) causal representation at every position."""
+        raise NotImplementedError(f"{type(self).__name__} does not train on all positions")
+
+    # -- shared --------------------------------------------------------------
+    def _sample_negatives(self, count: int, device: torch.device) -> torch.Tensor:
+        """``count`` item ids (never the padding id 0), drawn on ``device``."""
+        if self.negative_sampler == "popularity":
+            return torch.multinomial(self.negative_weights, count, replacement=True)
+        return torch.randint(1, self.n_items, (count,), device=device)
+
+    def _loss(self, hidden: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None) -> torch.Tensor:
+        """Loss of representations (N, D) against target ids (N,)."""
+        table = self.item_embedding.weight
+        if self.loss_type == "CE":
+            return F.cross_entropy(hidden @ table.T, targets)
+        positive = (hidden * table[targets]).sum(-1, keepdim=True)  # (N, 1)
+        if self.loss_type == "BPR":
+            if negatives is None:
+                negatives = self._sample_negatives(targets.numel(), hidden.device)
+            negative = (hidden * table[negatives]).sum(-1, keepdim=True)
+            return -F.logsigmoid(positive - negative).mean()
+        shared = self._sample_negatives(self.num_negatives, hidden.device)
+        negative = hidden @ table[shared].T  # (N, K)
+        negative = negative.masked_fill(shared[None, :] == targets[:, None], float("-inf"))
+        logits = torch.cat([positive, negative], dim=1)
+        return F.cross_entropy(logits, torch.zeros_like(targets))
+
+    def calculate_loss(self, interaction: Any) -> torch.Tensor:
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        if TARGET_SEQ_FIELD in interaction:
+            targets = interaction[TARGET_SEQ_FIELD]  # (B, L), 0 = no target
+            hidden = self.encode(item_seq, item_seq_len)
+            valid = targets > 0
+            return self._loss(hidden[valid], targets[valid], None)
+        negatives = interaction[self.NEG_ITEM_ID] if self.NEG_ITEM_ID in interaction else None
+        return self._loss(self.forward(item_seq, item_seq_len), interaction[self.POS_ITEM_ID], negatives)
+
+    def predict(self, interaction: Any) -> torch.Tensor:
+        hidden = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return (hidden * self.item_embedding(interaction[self.ITEM_ID])).sum(-1)
+
+    def full_sort_predict(self, interaction: Any) -> torch.Tensor:
+        hidden = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return hidden @ self.item_embedding.weight.T  # (B, n_items)

@@ -1,0 +1,87 @@
+"""Results: the JSON record of a run and the table printed for a person."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+import uuid
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recbole_attn.compat import plain_data
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as JSON to ``path`` through a temp file and a rename, so
+    readers see the old file or the whole new one, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as out:
+            json.dump(plain_data(data), out, indent=2)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def unique_results_path(output_dir: str | os.PathLike, stem: str) -> Path:
+    """A results file name no earlier run used: time stamp plus a random tag."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(output_dir) / f"{stem}-{stamp}-{uuid.uuid4().hex[:6]}.json"
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that changes the numbers."""
+    found = {"python": platform.python_version()}
+    for package in ("recbole-attn", "recbole", "torch", "numpy", "pandas", "scipy"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def machine(device: Any) -> dict[str, Any]:
+    """Where the run ran: CPU model, cores, accelerator."""
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    if str(device).startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def format_results_table(result: dict[str, Any]) -> str:
+    """Best-valid and test metrics side by side, then the times."""
+    valid, test = result.get("best_valid") or {}, result.get("test") or {}
+    metrics = list(dict.fromkeys([*valid, *test]))
+    width = max([len(m) for m in metrics] + [10])
+    lines = [
+        f"{result['model']} on {result['dataset']}",
+        f"{'metric':<{width}}  {'best valid':>10}  {'test':>10}",
+    ]
+    for metric in metrics:
+        cells = [f"{d[metric]:>10.4f}" if metric in d else f"{'-':>10}" for d in (valid, test)]
+        lines.append(f"{metric:<{width}}  {cells[0]}  {cells[1]}")
+    times = result["times"]
+    lines.append(
+        f"best epoch {result['best_epoch']} of {result['epochs_run']}; "
+        f"fit {times['fit_seconds']:.1f}s ({times['train_seconds_per_epoch']:.1f}s/epoch), "
+        f"test {times['test_seconds']:.1f}s, total {times['total_seconds']:.1f}s"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny atomic datasets, and a scratch working directory for
+every test (RecBole writes ``saved/`` and ``log_tensorboard/`` into cwd)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+import recbole_attn  # noqa: F401  (applies the compat patches)
+from recbole_attn.testdata import write_ml100k_subset, write_sequential_pattern
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RUN_PY = REPO_ROOT / "run.py"
+
+#: Settings that keep end-to-end runs to seconds.
+FAST = {"epochs": 2, "eval_step": 1, "stopping_step": 2, "show_progress": False, "state": "WARNING"}
+
+
+@pytest.fixture(autouse=True)
+def _scratch_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [sys.argv[0]])  # RecBole must never see pytest's flags
+
+
+@pytest.fixture(scope="session")
+def pattern_root(tmp_path_factory) -> Path:
+    """``data_path`` holding ``pattern/pattern.inter``: 300 users stepping
+    through 60 items in strides of 1, 2 or 3."""
+    root = tmp_path_factory.mktemp("pattern")
+    write_sequential_pattern(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def ml100k_root(tmp_path_factory) -> Path:
+    """``data_path`` holding a 60-user cut of the embedded ml-100k."""
+    root = tmp_path_factory.mktemp("ml100k")
+    write_ml100k_subset(root, n_users=60)
+    return root

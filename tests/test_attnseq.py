@@ -1,0 +1,143 @@
+"""AttnSeq: causality, padding, attention weights, losses, features, learning."""
+from __future__ import annotations
+
+import pytest
+import torch
+from recbole.data import create_dataset, data_preparation
+
+import recbole_attn
+from recbole_attn.config import AttnConfig
+from recbole_attn.data import AllPositionsLoader
+from recbole_attn.errors import UsageError
+from recbole_attn.models.attnseq import AttnSeq
+from tests.conftest import FAST
+
+L = 12
+
+
+def build(root, dataset="pattern", **options):
+    config = AttnConfig("AttnSeq", dataset, config_dict={
+        "data_path": str(root), "state": "WARNING", "MAX_ITEM_LIST_LENGTH": L, "hidden_size": 32,
+        "inner_size": 64, **options})
+    data = create_dataset(config)
+    train, valid, test = data_preparation(config, data)
+    torch.manual_seed(0)
+    return config, AttnSeq(config, train.dataset), train
+
+
+@pytest.fixture(scope="module")
+def model(pattern_root):
+    return build(pattern_root)[1].eval()
+
+
+def random_batch(n_items, batch=4, lengths=(1, 5, 9, L)):
+    seq = torch.randint(1, n_items, (batch, L))
+    length = torch.tensor(lengths[:batch])
+    seq[torch.arange(L)[None, :] >= length[:, None]] = 0  # RecBole pads on the right
+    return seq, length
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_no_future_leakage(pattern_root, norm_first):
+    model = build(pattern_root, norm_first=norm_first)[1].eval()
+    seq, length = random_batch(model.n_items)
+    out = model.encode(seq, length)
+    for t in range(L - 1):
+        changed = seq.clone()
+        changed[:, t + 1] = (changed[:, t + 1] % (model.n_items - 1)) + 1
+        torch.testing.assert_close(model.encode(changed, length)[:, : t + 1], out[:, : t + 1])
+        assert not torch.allclose(model.encode(changed, length)[:, t + 1], out[:, t + 1])
+
+
+def test_padding_never_reaches_valid_positions(model):
+    """RecBole pads on the right, so the causal mask alone keeps padding out."""
+    seq, length = random_batch(model.n_items)
+    garbage = seq.clone()
+    pad = torch.arange(L)[None, :] >= length[:, None]
+    garbage[pad] = torch.randint(1, model.n_items, (int(pad.sum()),))
+    torch.testing.assert_close(model(garbage, length), model(seq, length))
+
+
+def test_user_output_does_not_depend_on_batch_mates(model):
+    seq, length = random_batch(model.n_items)
+    alone = model(seq[:1], length[:1])
+    torch.testing.assert_close(model(seq, length)[:1], alone)
+    assert length[0] == 1  # a history of length 1 works
+
+
+def test_attention_weights_are_causal_distributions(model):
+    seq, length = random_batch(model.n_items)
+    weights = model.attention_weights(seq, length)
+    assert len(weights) == model.n_layers and weights[0].shape == (4, model.n_heads, L, L)
+    for layer in weights:
+        torch.testing.assert_close(layer.sum(-1), torch.ones(4, model.n_heads, L))
+        assert torch.all(layer.triu(diagonal=1) == 0)
+
+
+@pytest.mark.parametrize("loss_type", ["CE", "SSM", "BPR"])
+def test_all_positions_losses_are_finite_and_decrease(pattern_root, loss_type):
+    config, model, train = build(pattern_root, loss_type=loss_type, num_negatives=16, train_batch_size=64)
+    loader = AllPositionsLoader(config, train)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    epoch_losses = []
+    for _ in range(6):
+        total = 0.0
+        for batch in loader:
+            loss = model.calculate_loss(batch)
+            assert torch.isfinite(loss)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+        epoch_losses.append(total / len(loader))
+    assert epoch_losses[-1] < 0.8 * epoch_losses[0], epoch_losses
+
+
+def test_gradient_reaches_every_parameter(pattern_root):
+    config, model, train = build(pattern_root)
+    batch = next(iter(AllPositionsLoader(config, train)))
+    model.calculate_loss(batch).backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+    assert not missing
+
+
+@pytest.mark.parametrize("fusion", ["sum", "concat"])
+def test_item_features_are_fused(ml100k_root, fusion):
+    _, plain, _ = build(ml100k_root, "ml-100k")
+    _, fused, _ = build(ml100k_root, "ml-100k", selected_features=["class"], feature_fusion=fusion)
+    extra = sum(p.numel() for p in fused.parameters()) - sum(p.numel() for p in plain.parameters())
+    assert extra >= 19 * 32  # a genre embedding table (18 genres + padding)
+    seq, length = random_batch(fused.n_items)
+    fused.eval()
+    assert fused(seq, length).shape == (4, 32)
+    fused.feature_embedding.embeddings["class"].weight.data.normal_()
+    before = fused(seq, length)
+    fused.feature_embedding.embeddings["class"].weight.data.normal_()
+    assert not torch.allclose(before, fused(seq, length))  # genres change the representation
+
+
+def test_unknown_feature_lists_the_valid_ones(ml100k_root):
+    with pytest.raises(UsageError, match="'genres'.*class"):
+        build(ml100k_root, "ml-100k", selected_features=["genres"])
+
+
+def test_learns_the_pattern_far_above_random(pattern_root):
+    result = recbole_attn.run("AttnSeq", "pattern", config_dict={
+        **FAST, "data_path": str(pattern_root), "epochs": 15, "stopping_step": 15, "learning_rate": 3e-3,
+        "MAX_ITEM_LIST_LENGTH": L}, write_results=False)
+    random_ndcg = 0.17  # NDCG@10 of a random ranking of 60 items is ~10/60 at best
+    assert result["test"]["ndcg@10"] > 0.6 > random_ndcg
+    assert result["train_targets"] == 300 * 17  # 20 items a user, 2 held out, first has no target
+
+
+def test_prefix_mode_matches_recbole_rows(pattern_root):
+    result = recbole_attn.run("AttnSeq", "pattern", config_dict={
+        **FAST, "data_path": str(pattern_root), "epochs": 1, "train_mode": "prefix"}, write_results=False)
+    assert result["train_targets"] == result["dataset_stats"]["train_rows"] == 300 * 17
+
+
+def test_filter_seen_runs_for_every_model(pattern_root):
+    for model in ("AttnSeq", "GRU4Rec"):
+        result = recbole_attn.run(model, "pattern", config_dict={
+            **FAST, "data_path": str(pattern_root), "epochs": 1, "filter_seen": True}, write_results=False)
+        assert result["config"]["filter_seen"] is True and 0 <= result["test"]["ndcg@10"] <= 1

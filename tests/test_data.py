@@ -1,0 +1,95 @@
+"""All-positions training rows and seen-item filtering against RecBole's split."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from recbole.data import create_dataset, data_preparation
+
+from recbole_attn.config import AttnConfig
+from recbole_attn.data import AllPositionsLoader, SeenFilterCollate, attach_seen_filters, training_sequences, window_rows
+from recbole_attn.models.base import TARGET_SEQ_FIELD
+
+
+def test_windows_cover_every_target_once_newest_first():
+    users, items, offsets = np.array([7]), np.arange(1, 9), np.array([0, 8])
+    rows = window_rows(users, items, offsets, max_len=3)
+    assert rows["item_seq"].tolist() == [[5, 6, 7], [2, 3, 4], [1, 0, 0]]
+    assert rows["targets"].tolist() == [[6, 7, 8], [3, 4, 5], [2, 0, 0]]
+    assert rows["item_seq_len"].tolist() == [3, 3, 1] and rows["user"].tolist() == [7, 7, 7]
+
+
+def test_single_item_users_give_no_rows():
+    rows = window_rows(np.array([1, 2]), np.array([4, 5, 6]), np.array([0, 1, 3]), max_len=5)
+    assert rows["item_seq"].tolist() == [[5, 0, 0, 0, 0]] and rows["targets"].tolist() == [[6, 0, 0, 0, 0]]
+
+
+def training_last_item(dataset, user):
+    users, items, offsets = training_sequences(dataset)
+    k = users.tolist().index(user)
+    return items[offsets[k + 1] - 1].item()
+
+
+@pytest.fixture(scope="module")
+def ml100k_split(ml100k_root):
+    config = AttnConfig("AttnSeq", "ml-100k", config_dict={
+        "data_path": str(ml100k_root), "state": "WARNING", "MAX_ITEM_LIST_LENGTH": 20})
+    dataset = create_dataset(config)
+    return config, dataset, *data_preparation(config, dataset)
+
+
+def test_all_positions_rows_hold_exactly_recboles_training_items(ml100k_split):
+    config, dataset, train, valid, test = ml100k_split
+    loader = AllPositionsLoader(config, train)
+    fields = loader.fields
+    uid, iid = dataset.uid_field, dataset.iid_field
+    seq_field = dataset.item_id_list_field
+    feat = train.dataset.inter_feat
+    for user in torch.unique(feat[uid]).tolist():
+        own = feat[uid] == user
+        # RecBole's training part of this user: its prefix rows' targets plus the first history item
+        recbole_targets = Counter(feat[iid][own].tolist())
+        first = feat[seq_field][own][feat[dataset.item_list_length_field][own].argmin(), 0].item()
+        mine = fields[uid] == user
+        targets = fields[TARGET_SEQ_FIELD][mine]
+        inputs = fields[seq_field][mine]
+        assert Counter(targets[targets > 0].tolist()) == recbole_targets
+        # inputs: the whole training sequence but its last item, so inputs + last == first + targets
+        last = training_last_item(train.dataset, user)
+        assert Counter(inputs[inputs > 0].tolist()) + Counter([last]) == recbole_targets + Counter([first])
+        held_out = {valid.dataset.inter_feat[iid][valid.dataset.inter_feat[uid] == user].item(),
+                    test.dataset.inter_feat[iid][test.dataset.inter_feat[uid] == user].item()}
+        assert not held_out & set(inputs.flatten().tolist() + targets.flatten().tolist())
+
+
+def test_training_sequences_follow_time_order(ml100k_split):
+    config, dataset, train, valid, test = ml100k_split
+    users, items, offsets = training_sequences(train.dataset)
+    feat = valid.dataset.inter_feat
+    for k, user in enumerate(users.tolist()):
+        row = feat[dataset.uid_field] == user
+        history = feat[dataset.item_id_list_field][row][0]
+        length = feat[dataset.item_list_length_field][row].item()
+        # the validation row's history is the last `length` training items, in order
+        assert items[offsets[k]:offsets[k + 1]][-length:].tolist() == history[:length].tolist()
+
+
+def test_seen_filter_marks_exactly_the_earlier_items(ml100k_split):
+    config, dataset, train, valid, test = ml100k_split
+    users, items, offsets = training_sequences(train.dataset)
+    attach_seen_filters(train, valid, test)
+    try:
+        interaction, (rows, cols), positive_u, positive_i = next(iter(test))
+        assert isinstance(test.collate_fn, SeenFilterCollate)
+        vfeat = valid.dataset.inter_feat
+        for row, user in enumerate(interaction[dataset.uid_field].tolist()[:5]):
+            k = users.tolist().index(user)
+            expected = set(items[offsets[k]:offsets[k + 1]].tolist())
+            expected.add(vfeat[dataset.iid_field][vfeat[dataset.uid_field] == user].item())
+            assert set(cols[rows == row].tolist()) == expected
+            assert positive_i[positive_u == row].item() not in expected  # the target itself stays ranked
+    finally:
+        for loader in (valid, test):
+            loader.collate_fn = loader.collate_fn.collate_fn

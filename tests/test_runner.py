@@ -1,0 +1,97 @@
+"""End to end through the library function, the CLI and run.py itself."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import recbole_attn
+from recbole_attn.cli import main
+from tests.conftest import FAST, RUN_PY
+
+
+def _result_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.json")) if folder.exists() else []
+
+
+def test_run_py_trains_and_writes_results(ml100k_root, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(RUN_PY), "--model=AttnSeq", "--dataset=ml-100k", f"--data_path={ml100k_root}",
+           "--epochs=2", f"--output_dir={out}", "--state=WARNING"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ndcg@10" in done.stdout and "best valid" in done.stdout
+    [path] = _result_files(out)
+    result = json.loads(path.read_text())
+    assert result["model"] == "AttnSeq" and result["dataset"] == "ml-100k"
+    assert result["dataset_stats"]["users"] == 61  # 60 users + padding id
+    assert set(result["test"]) >= {"ndcg@10", "hit@10", "recall@20", "mrr@5"}
+    assert all(0 <= value <= 1 for value in result["test"].values())
+    assert result["config"]["valid_metric"] == "NDCG@10"
+    assert result["epochs_run"] == 2 and result["times"]["fit_seconds"] > 0
+    assert {"recbole", "torch", "numpy"} <= set(result["versions"])
+    assert not list(out.glob(".tmp-*"))
+
+
+def test_recbole_baseline_runs_through_the_same_runner(pattern_root):
+    result = recbole_attn.run("GRU4Rec", "pattern", config_dict={**FAST, "data_path": str(pattern_root)},
+                              write_results=False)
+    assert result["model"] == "GRU4Rec" and len(result["curve"]) == 2
+    assert result["curve"][0]["train_seconds"] > 0 and "valid_score" in result["curve"][0]
+
+
+def test_results_path_is_new_for_every_run(pattern_root, tmp_path):
+    settings = {**FAST, "epochs": 1, "data_path": str(pattern_root), "output_dir": str(tmp_path / "r")}
+    first = recbole_attn.run("AttnSeq", "pattern", config_dict=settings)
+    second = recbole_attn.run("AttnSeq", "pattern", config_dict=settings)
+    assert first["results_file"] != second["results_file"]
+    assert len(_result_files(tmp_path / "r")) == 2
+
+
+def _cli(args, capsys):
+    code = main(args)
+    return code, capsys.readouterr().err
+
+
+def test_unknown_model_exits_2_naming_choices(capsys, tmp_path):
+    code, err = _cli(["--model=AttnSeqq", "--dataset=ml-100k", f"--output_dir={tmp_path}/o"], capsys)
+    assert code == 2 and "'AttnSeqq'" in err and "Did you mean 'AttnSeq'?" in err and "SASRec" in err
+    assert not _result_files(tmp_path / "o")
+
+
+def test_dataset_without_files_exits_2(capsys, tmp_path):
+    code, err = _cli(["--model=AttnSeq", "--dataset=nowhere", f"--data_path={tmp_path}"], capsys)
+    assert code == 2 and "nowhere" in err and "nowhere.inter" in err
+
+
+def test_atomic_file_without_item_column_exits_2(capsys, tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "broken.inter").write_text("user_id:token\tmovie:token\ttimestamp:float\n1\t2\t3\n")
+    code, err = _cli(["--model=AttnSeq", "--dataset=broken", f"--data_path={tmp_path}",
+                      f"--output_dir={tmp_path}/o"], capsys)
+    assert code == 2 and "'item_id'" in err and "user_id, movie, timestamp" in err
+    assert not _result_files(tmp_path / "o")
+
+
+@pytest.mark.parametrize("option, needle", [
+    ("--hidden_size=-8", "hidden_size"),
+    ("--n_heads=3", "n_heads"),
+    ("--loss_type=XE", "'XE'"),
+    ("--train_mode=sometimes", "train_mode"),
+    ("--hidden_dropout_prob=1.5", "hidden_dropout_prob"),
+])
+def test_invalid_values_exit_2(option, needle, capsys, pattern_root, tmp_path):
+    code, err = _cli(["--model=AttnSeq", "--dataset=pattern", f"--data_path={pattern_root}", option,
+                      f"--output_dir={tmp_path}/o", "--epochs=1"], capsys)
+    assert code == 2, err
+    assert needle in err and err.count("\n") == 1  # one line, no traceback
+    assert not _result_files(tmp_path / "o")
+
+
+def test_missing_model_flag_exits_2(capsys):
+    code, err = _cli(["--dataset=ml-100k"], capsys)
+    assert code == 2 and "--model" in err
