@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import recbole_attn
-from recbole_attn.results import machine, versions, write_json_atomic
+from recbole_attn.results import machine, versions, write_json_atomic, write_text_atomic
 
 #: The model size both models share (the issue's: hidden 64, 2 layers, 2 heads, length 50).
 SHARED = {
@@ -116,9 +116,7 @@ def main() -> None:
     print(text)
     output = Path(args.output)
     write_json_atomic(output.with_suffix(".json"), {"rows": rows, "ratios": ratios, "runs": results})
-    tmp = output.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(output.with_suffix(".md"))
+    write_text_atomic(output.with_suffix(".md"), text)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import importlib
 import os
 import tempfile
 import types
+import warnings
 from typing import Any
 
 import numpy as np
@@ -225,6 +226,11 @@ def apply() -> None:
     for module_name in MODULES_USING_LEGACY_NUMPY:
         importlib.import_module(module_name).np = numpy_view
     importlib.import_module("recbole.data.dataset.dataset").pd = _PandasWithEmptySeqCells()
+    import pandas
+
+    chained = getattr(pandas.errors, "ChainedAssignmentError", None)
+    if chained is not None:  # RecBole's no-op fillna: handled by the pandas view above
+        warnings.filterwarnings("ignore", category=chained, module=r"recbole\.data\.dataset")
 
     from recbole.config.configurator import Config
     from recbole.data.dataset.dataset import Dataset

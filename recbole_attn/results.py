@@ -16,15 +16,15 @@ import torch
 from recbole_attn.compat import plain_data
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` through a temp file and a rename, so
-    readers see the old file or the whole new one, never half of it."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temp file in the same folder and a
+    rename, so readers see the old file or the whole new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as out:
-            json.dump(plain_data(data), out, indent=2)
+        with os.fdopen(fd, "w", newline="") as out:
+            out.write(text)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
@@ -33,6 +33,11 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    """:func:`write_text_atomic` of ``data`` as JSON (plain data only)."""
+    return write_text_atomic(path, json.dumps(plain_data(data), indent=2))
 
 
 def unique_results_path(output_dir: str | os.PathLike, stem: str) -> Path:

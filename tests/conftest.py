@@ -2,19 +2,29 @@
 every test (RecBole writes ``saved/`` and ``log_tensorboard/`` into cwd)."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import recbole_attn  # noqa: F401  (applies the compat patches)
 from recbole_attn.testdata import write_ml100k_subset, write_sequential_pattern
 
+# Tiny models run fastest on one thread, and a busy 2-core machine makes
+# multi-threaded OpenMP spin; subprocesses (run.py) inherit the setting.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_PY = REPO_ROOT / "run.py"
 
-#: Settings that keep end-to-end runs to seconds.
-FAST = {"epochs": 2, "eval_step": 1, "stopping_step": 2, "show_progress": False, "state": "WARNING"}
+#: Settings that keep end-to-end runs to seconds (the pattern sequences have 20 items).
+FAST = {
+    "epochs": 2, "eval_step": 1, "stopping_step": 2, "show_progress": False, "state": "WARNING",
+    "MAX_ITEM_LIST_LENGTH": 20, "hidden_size": 32, "embedding_size": 32, "inner_size": 64,
+}
 
 
 @pytest.fixture(autouse=True)

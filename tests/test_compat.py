@@ -14,6 +14,7 @@ import recbole_attn
 from recbole_attn import compat
 from recbole_attn.config import AttnConfig
 from recbole_attn.testdata import write_sequential_pattern
+from tests.conftest import FAST
 
 
 def test_apply_is_idempotent_and_leaves_global_numpy_alone():
@@ -84,8 +85,7 @@ def test_missing_values_are_filled(tmp_path):
 def test_best_model_reload_and_checkpoint_is_plain(pattern_root):
     """torch >= 2.6 refuses RecBole's pickled Config in checkpoints."""
     result = recbole_attn.run("GRU4Rec", "pattern", config_dict={
-        "data_path": str(pattern_root), "epochs": 1, "state": "WARNING", "write_results": False,
-    }, write_results=False)
+        **FAST, "data_path": str(pattern_root), "epochs": 1}, write_results=False)
     assert 0 <= result["test"]["ndcg@10"] <= 1
     checkpoint = torch.load(result["checkpoint"], weights_only=True)
     assert checkpoint["config"]["model"] == "GRU4Rec" and isinstance(checkpoint["config"], dict)

@@ -73,30 +73,40 @@ class AttnSequentialRecommender(SequentialRecommender):
             return torch.multinomial(self.negative_weights, count, replacement=True)
         return torch.randint(1, self.n_items, (count,), device=device)
 
-    def _loss(self, hidden: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None) -> torch.Tensor:
+    def _loss(
+        self, hidden: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None, reduction: str = "mean"
+    ) -> torch.Tensor:
         """Loss of representations (N, D) against target ids (N,)."""
         table = self.item_embedding.weight
         if self.loss_type == "CE":
-            return F.cross_entropy(hidden @ table.T, targets)
+            return F.cross_entropy(hidden @ table.T, targets, reduction=reduction)
         positive = (hidden * table[targets]).sum(-1, keepdim=True)  # (N, 1)
         if self.loss_type == "BPR":
             if negatives is None:
                 negatives = self._sample_negatives(targets.numel(), hidden.device)
             negative = (hidden * table[negatives]).sum(-1, keepdim=True)
-            return -F.logsigmoid(positive - negative).mean()
+            per_row = -F.logsigmoid(positive - negative).squeeze(-1)
+            return per_row.mean() if reduction == "mean" else per_row
         shared = self._sample_negatives(self.num_negatives, hidden.device)
         negative = hidden @ table[shared].T  # (N, K)
         negative = negative.masked_fill(shared[None, :] == targets[:, None], float("-inf"))
         logits = torch.cat([positive, negative], dim=1)
-        return F.cross_entropy(logits, torch.zeros_like(targets))
+        return F.cross_entropy(logits, torch.zeros_like(targets), reduction=reduction)
+
+    def _all_positions_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean loss over the non-padding positions of (B, L, D) / (B, L)."""
+        valid = targets > 0
+        if hidden.device.type == "cpu":  # boolean indexing: no sync to pay on CPU, no work on padding
+            return self._loss(hidden[valid], targets[valid], None)
+        # on accelerators a mask keeps shapes static: no host sync to size hidden[valid]
+        per_position = self._loss(hidden.flatten(0, 1), targets.flatten(), None, reduction="none")
+        return (per_position * valid.flatten()).sum() / valid.sum().clamp(min=1)
 
     def calculate_loss(self, interaction: Any) -> torch.Tensor:
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         if TARGET_SEQ_FIELD in interaction:
             targets = interaction[TARGET_SEQ_FIELD]  # (B, L), 0 = no target
-            hidden = self.encode(item_seq, item_seq_len)
-            valid = targets > 0
-            return self._loss(hidden[valid], targets[valid], None)
+            return self._all_positions_loss(self.encode(item_seq, item_seq_len), targets)
         negatives = interaction[self.NEG_ITEM_ID] if self.NEG_ITEM_ID in interaction else None
         return self._loss(self.forward(item_seq, item_seq_len), interaction[self.POS_ITEM_ID], negatives)
 

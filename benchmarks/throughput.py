@@ -1,0 +1,115 @@
+"""Training throughput, AttnSeq vs RecBole's SASRec, interleaved in one process.
+
+    python benchmarks/throughput.py --dataset ml-100k --rounds 5
+
+Both models get the same data (RecBole's split of the dataset), the same size
+(hidden 64, 2 layers, 2 heads, max length 50), CE loss and Adam. Each round
+times ``--batches`` SASRec training steps on RecBole's prefix rows (batch
+2048) and the same number of seconds' worth of AttnSeq steps on all-position
+windows (batch 128), alternating, so load from anything else on the machine
+hits both alike. Throughput = supervised target items per second. Prints a
+table and writes ``<output>.json`` / ``<output>.md`` atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import init_seed
+
+import recbole_attn
+from recbole_attn.config import AttnConfig
+from recbole_attn.data import AllPositionsLoader
+from recbole_attn.models.base import TARGET_SEQ_FIELD
+from recbole_attn.results import machine, versions, write_json_atomic, write_text_atomic
+
+SIZE = {"hidden_size": 64, "n_layers": 2, "n_heads": 2, "inner_size": 256, "MAX_ITEM_LIST_LENGTH": 50,
+        "loss_type": "CE", "state": "WARNING", "device": "cpu"}
+
+
+def build(model_name: str, dataset: str, data_path: str | None) -> tuple[Any, Any, Any]:
+    settings = dict(SIZE, **({"data_path": data_path} if data_path else {}))
+    config = AttnConfig(model_name, dataset, config_dict=settings)
+    init_seed(config["seed"], config["reproducibility"])
+    train, _, _ = data_preparation(config, create_dataset(config))
+    model = config.model_class(config, train.dataset)
+    loader = AllPositionsLoader(config, train) if config["train_mode"] == "all_positions" else train
+    return model, loader, torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
+
+
+def targets_in(batch: Any) -> int:
+    if TARGET_SEQ_FIELD in batch:
+        return int((batch[TARGET_SEQ_FIELD] > 0).sum())
+    return len(batch)
+
+
+def timed_steps(model: Any, batches: Any, optimizer: Any, steps: int | None, seconds: float | None) -> tuple[int, float]:
+    """Train until ``steps`` batches or ``seconds`` pass; (targets, seconds)."""
+    model.train()
+    targets, began = 0, time.perf_counter()
+    for count in itertools.count():
+        if (steps is not None and count >= steps) or (seconds is not None and time.perf_counter() - began >= seconds):
+            break
+        batch = next(batches)
+        optimizer.zero_grad()
+        model.calculate_loss(batch).backward()
+        optimizer.step()
+        targets += targets_in(batch)
+    return targets, time.perf_counter() - began
+
+
+def endless(loader: Any) -> Any:
+    while True:
+        yield from loader
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--data_path", default=None)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batches", type=int, default=3, help="SASRec steps per round")
+    parser.add_argument("--output", default="docs/throughput_ml-100k")
+    args = parser.parse_args()
+
+    sasrec, sasrec_data, sasrec_opt = build("SASRec", args.dataset, args.data_path)
+    attnseq, attnseq_data, attnseq_opt = build("AttnSeq", args.dataset, args.data_path)
+    sasrec_batches, attnseq_batches = endless(sasrec_data), endless(attnseq_data)
+    timed_steps(attnseq, attnseq_batches, attnseq_opt, steps=2, seconds=None)  # warm-up
+    timed_steps(sasrec, sasrec_batches, sasrec_opt, steps=1, seconds=None)
+    rounds = []
+    for index in range(args.rounds):
+        s_targets, s_seconds = timed_steps(sasrec, sasrec_batches, sasrec_opt, steps=args.batches, seconds=None)
+        a_targets, a_seconds = timed_steps(attnseq, attnseq_batches, attnseq_opt, steps=None, seconds=s_seconds)
+        rounds.append({"sasrec_targets_per_s": s_targets / s_seconds, "attnseq_targets_per_s": a_targets / a_seconds,
+                       "sasrec_seconds": s_seconds, "attnseq_seconds": a_seconds})
+        rounds[-1]["ratio"] = rounds[-1]["attnseq_targets_per_s"] / rounds[-1]["sasrec_targets_per_s"]
+        print(f"round {index}: " + ", ".join(f"{k}={v:.1f}" for k, v in rounds[-1].items()), flush=True)
+
+    median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    text = "\n".join([
+        f"## Training throughput on {args.dataset} (interleaved, same process)", "",
+        f"Command: `python benchmarks/throughput.py --dataset {args.dataset} --rounds {args.rounds} "
+        f"--batches {args.batches}`; torch threads {torch.get_num_threads()}; machine {machine('cpu')}.", "",
+        "| round | SASRec targets/s | AttnSeq targets/s | ratio |", "|---|---|---|---|",
+        *(f"| {i} | {r['sasrec_targets_per_s']:.0f} | {r['attnseq_targets_per_s']:.0f} | {r['ratio']:.1f}x |"
+          for i, r in enumerate(rounds)),
+        f"| median | {median['sasrec_targets_per_s']:.0f} | {median['attnseq_targets_per_s']:.0f} "
+        f"| {median['ratio']:.1f}x |", "",
+    ])
+    print(text)
+    output = Path(args.output)
+    write_json_atomic(output.with_suffix(".json"), {"rounds": rounds, "median": median, "versions": versions(),
+                                                    "machine": machine("cpu")})
+    write_text_atomic(output.with_suffix(".md"), text)
+
+
+if __name__ == "__main__":
+    recbole_attn.compat.apply()
+    main()

@@ -1,0 +1,85 @@
+"""Command line of ``python -m recbole_attn.bench``.
+
+Exit codes: 0 every model ran; 1 at least one model failed (its row holds
+the error, the files are written); 2 bad input (one line on stderr).
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+
+from recbole_attn.errors import UsageError
+
+EPILOG = """\
+Any other --key=value is a RecBole/project config override applied to every
+model (e.g. --filter_seen=True --device=cpu --show_progress=True).
+How to read the results: docs/benchmarks_howto.md."""
+
+
+def budget_seconds(text: str) -> float | None:
+    """``--budget``: seconds >= 0, or ``none`` for no budget."""
+    if text.strip().lower() in ("none", "~", "off"):
+        return None
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"budget must be >= 0 seconds or 'none', got {text!r}")
+    return value
+
+
+def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The benchmark's own options, and the ``--key=value`` overrides left over."""
+    from recbole_attn.bench.suite import DEFAULT_MODELS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m recbole_attn.bench", allow_abbrev=False, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train and evaluate several models on one dataset under identical properties; "
+                    "write a JSON record, a Markdown table, a CSV and PNG plots.")
+    parser.add_argument("--dataset", default="ml-100k", help="dataset name (default: ml-100k, embedded)")
+    parser.add_argument("--data_path", default=None, help="folder holding DATASET/DATASET.inter")
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                        help="comma-separated; NAME[attention_type] picks an AttnRNN attention "
+                             "(default: %(default)s)")
+    parser.add_argument("--attention_types", default="",
+                        help="comma-separated AttnRNN attention types, one row each, "
+                             "e.g. additive,general,dot")
+    parser.add_argument("--budget", type=budget_seconds, default=600.0,
+                        help="seconds of fitting per model; no new epoch starts after it "
+                             "('none': no budget; default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=200, help="epoch cap per model (default: %(default)s)")
+    parser.add_argument("--output_dir", default="benchmarks/results",
+                        help="where the files go (default: %(default)s)")
+    parser.add_argument("--config_files", default="", help="YAML files for every model, comma-separated")
+    parser.add_argument("--in_process", action="store_true",
+                        help="run models in this process, not one fresh process each "
+                             "(peak RSS is then cumulative)")
+    return parser.parse_known_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, overrides = parse_args(argv)
+    from recbole_attn.bench.report import markdown_table
+    from recbole_attn.bench.suite import run_benchmark, split_list
+
+    try:
+        record = run_benchmark(
+            dataset=args.dataset, models=split_list(args.models),
+            attention_types=split_list(args.attention_types),
+            budget=args.budget, epochs=args.epochs, output_dir=args.output_dir, data_path=args.data_path,
+            config_files=split_list(args.config_files), overrides=overrides, isolated=not args.in_process,
+            command=shlex.join(["python", "-m", "recbole_attn.bench", *argv]),
+        )
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(markdown_table(record["rows"]))
+    for kind, path in record["files"].items():
+        print(f"{kind}: {path}")
+    failed = [row["label"] for row in record["rows"] if row["status"] == "error"]
+    if failed:
+        print(f"{len(failed)} of {len(record['rows'])} models failed: {', '.join(failed)} "
+              "(see the status column)")
+    return 1 if failed else 0

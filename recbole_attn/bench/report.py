@@ -1,0 +1,200 @@
+"""The benchmark's files: the JSON record (everything), a Markdown table
+sorted by test NDCG@10 and a CSV of the same rows, all written atomically
+under names no earlier run used."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from recbole_attn.results import unique_results_path, write_json_atomic, write_text_atomic
+
+TABLE_FILES = ("json", "markdown", "csv")
+#: Config keys every row must share; the report names any that differ.
+PROTOCOL_KEYS = ("seed", "MAX_ITEM_LIST_LENGTH", "embedding_size", "hidden_size", "loss_type", "eval_args",
+                 "metrics", "topk", "valid_metric", "filter_seen", "epochs", "time_budget")
+#: Row fields copied as they are into the CSV (metrics follow as test_* and valid_*).
+SCALAR_FIELDS = ("status", "epochs_run", "best_epoch", "train_seconds_per_epoch", "fit_seconds",
+                 "seconds_to_best", "train_targets", "train_targets_per_second", "test_users",
+                 "inference_users_per_second", "eval_users_per_second", "peak_rss_mb", "peak_cuda_mb",
+                 "device", "wall_seconds")
+STATUS_TEXT = {"ok": "ok", "budget": "**budget-stopped**"}
+
+
+def output_paths(output_dir: str | os.PathLike, dataset: str) -> dict[str, Path]:
+    """Fresh file names (time stamp + random tag) for one benchmark run."""
+    json_path = unique_results_path(output_dir, f"bench-{dataset}")
+    stem = str(json_path)[: -len(".json")]
+    return {"json": json_path, "markdown": Path(stem + ".md"), "csv": Path(stem + ".csv"),
+            "curves_png": Path(stem + "-curves.png"), "bars_png": Path(stem + "-bars.png")}
+
+
+def flat_row(row: dict[str, Any]) -> dict[str, Any]:
+    """One row as flat scalars: model, the :data:`SCALAR_FIELDS`, every test
+    and best-valid metric, the error."""
+    flat = {"model": row["label"], "model_class": row["model"]}
+    flat.update({field: row.get(field) for field in SCALAR_FIELDS})
+    flat.update({f"test_{metric}": value for metric, value in (row.get("test") or {}).items()})
+    flat.update({f"valid_{metric}": value for metric, value in (row.get("best_valid") or {}).items()})
+    flat["error"] = " ".join(str(row.get("error", "")).split())  # one line per row in the CSV too
+    return flat
+
+
+def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Best test NDCG@10 first; failed rows last, in their run order."""
+    def key(row: dict[str, Any]) -> tuple[bool, float]:
+        score = (row.get("test") or {}).get("ndcg@10")
+        return score is None, -(score if score is not None else 0.0)
+
+    return sorted(rows, key=key)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
+def format_metric(value: Any) -> str:
+    return "-" if _missing(value) else f"{value:.4f}"
+
+
+def format_seconds(value: Any) -> str:
+    if _missing(value):
+        return "-"
+    return f"{value:.3f}" if value < 1 else f"{value:.2f}" if value < 100 else f"{value:,.0f}"
+
+
+def format_count(value: Any) -> str:
+    return "-" if _missing(value) else f"{value:,.0f}"
+
+
+def format_status(flat: dict[str, Any]) -> str:
+    if flat["status"] in STATUS_TEXT:
+        return STATUS_TEXT[flat["status"]]
+    error = (flat["error"] or "unknown").replace("|", "\\|")
+    return f"error: {error[:117] + '...' if len(error) > 120 else error}"
+
+
+def format_epochs(flat: dict[str, Any]) -> str:
+    return "-" if flat["epochs_run"] is None else f"{flat['epochs_run']} ({flat['best_epoch']})"
+
+
+def _field(name: str, formatter: Callable[[Any], str]) -> Callable[[dict[str, Any]], str]:
+    return lambda flat: formatter(flat.get(name))
+
+
+#: Markdown columns: header and how to show a flat row's cell.
+COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
+    ("model", lambda flat: flat["model"]),
+    ("status", format_status),
+    ("test NDCG@10", _field("test_ndcg@10", format_metric)),
+    ("test Recall@10", _field("test_recall@10", format_metric)),
+    ("test MRR@10", _field("test_mrr@10", format_metric)),
+    ("best valid NDCG@10", _field("valid_ndcg@10", format_metric)),
+    ("epochs (best, from 0)", format_epochs),
+    ("s/epoch", _field("train_seconds_per_epoch", format_seconds)),
+    ("fit s", _field("fit_seconds", format_seconds)),
+    ("s to best", _field("seconds_to_best", format_seconds)),
+    ("train targets/s", _field("train_targets_per_second", format_count)),
+    ("inference users/s", _field("inference_users_per_second", format_count)),
+    ("peak RSS MB", _field("peak_rss_mb", format_count)),
+    ("peak GPU MB", _field("peak_cuda_mb", format_count)),
+)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Rows sorted by test NDCG@10, numbered; the GPU column only when a row has one."""
+    flats = [flat_row(row) for row in sort_rows(rows)]
+    on_gpu = any(flat["peak_cuda_mb"] is not None for flat in flats)
+    columns = [column for column in COLUMNS if column[0] != "peak GPU MB" or on_gpu]
+    lines = ["| # | " + " | ".join(header for header, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for rank, flat in enumerate(flats, 1):
+        lines.append(f"| {rank} | " + " | ".join(cell(flat) for _, cell in columns) + " |")
+    return "\n".join(lines)
+
+
+def protocol(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+    """The :data:`PROTOCOL_KEYS` of the first finished row, and the keys
+    whose values differ between finished rows (should be none)."""
+    configs = [row["result"]["config"] for row in rows if row.get("result")]
+    if not configs:
+        return {}, []
+    shared = {key: configs[0].get(key) for key in PROTOCOL_KEYS}
+    differing = [key for key in PROTOCOL_KEYS
+                 if len({json.dumps(config.get(key), sort_keys=True, default=str) for config in configs}) > 1]
+    return shared, differing
+
+
+def markdown_document(record: dict[str, Any]) -> str:
+    machine, git = record["machine"], record["git"]
+    shared, differing = protocol(record["rows"])
+    budget = record["budget_seconds"]
+    budget = "no time budget" if budget is None else f"budget {budget:g} s of fitting"
+    lines = [
+        f"# Benchmark on {record['dataset']}",
+        "",
+        f"`{record['command']}`" if record.get("command") else "",
+        "",
+        f"Started {record['started']}, {format_seconds(record.get('wall_seconds'))} s in all"
+        f"{'' if record['finished'] else ' so far (unfinished)'}. Machine: {machine['processor']}, "
+        f"{machine['cpu_count']} CPUs, torch threads {machine['torch_threads']}, "
+        f"OMP_NUM_THREADS={record.get('omp_num_threads')}, device {machine['device']}"
+        f"{', ' + machine['gpu'] if machine.get('gpu') else ''}. Commit {git['commit'][:12]}"
+        f"{' (uncommitted changes)' if git.get('dirty') else ''}; "
+        + ", ".join(f"{name} {number}" for name, number in record["versions"].items()) + ".",
+        "",
+        f"Every model: {budget}, at most {record['epochs']} epochs; "
+        + ", ".join(f"{key} {json.dumps(value, default=str)}" for key, value in shared.items()
+                    if key not in ("epochs", "time_budget")) + ".",
+    ]
+    if differing:
+        lines += ["", f"**Not identical across rows: {', '.join(differing)}** "
+                      "(see the JSON's per-row config)."]
+    lines += [
+        "",
+        markdown_table(record["rows"]),
+        "",
+        "Sorted by test NDCG@10 (full ranking). `budget-stopped`: the budget ended training before "
+        "the epoch cap or early stopping. `s to best`: wall seconds (training + validation) until the "
+        "best valid NDCG@10. `train targets/s`: supervised target items per second of training. "
+        "`inference users/s`: one timed `full_sort_predict` pass over the test users. `peak RSS`: the "
+        "model's own worker process. Definitions: docs/benchmarks_howto.md.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """Every flat field of every row, sorted like the Markdown table."""
+    flats = [flat_row(row) for row in sort_rows(rows)]
+    fields = list(dict.fromkeys(field for flat in flats for field in flat))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(flats)
+    return out.getvalue()
+
+
+def write_tables(record: dict[str, Any], paths: dict[str, Path]) -> None:
+    """The Markdown and CSV, then the JSON record."""
+    write_text_atomic(paths["markdown"], markdown_document(record))
+    write_text_atomic(paths["csv"], csv_text(record["rows"]))
+    write_json_atomic(paths["json"], record)
+
+
+def progress_line(row: dict[str, Any]) -> str:
+    """One line per finished model for the console."""
+    flat = flat_row(row)
+    if flat["status"] == "error":
+        return f"{flat['model']}: {format_status(flat)}"
+    return (
+        f"{flat['model']}: {format_status(flat).strip('*')}, "
+        f"test NDCG@10 {format_metric(flat.get('test_ndcg@10'))}, "
+        f"epochs {flat['epochs_run']}, {format_seconds(flat['train_seconds_per_epoch'])} s/epoch, "
+        f"{format_count(flat['train_targets_per_second'])} targets/s, "
+        f"{format_count(flat['inference_users_per_second'])} users/s, "
+        f"peak RSS {format_count(flat['peak_rss_mb'])} MB, {format_seconds(flat['wall_seconds'])} s"
+    )

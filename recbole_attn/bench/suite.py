@@ -1,0 +1,251 @@
+"""Plan a benchmark's rows (models x attention types, shared properties,
+per-model tweaks) and run each one in a fresh worker process."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from recbole_attn import registry
+from recbole_attn.bench import measure, plots, report
+from recbole_attn.config import AttnConfig, parse_cmd_args
+from recbole_attn.datasets import check_dataset_files
+from recbole_attn.errors import UsageError
+from recbole_attn.results import machine, versions
+
+DEFAULT_MODELS = ("AttnSeq", "AttnRNN", "SASRec", "GRU4Rec", "NARM", "STAMP", "BERT4Rec", "Caser",
+                  "LightSANs", "CORE")
+#: Models with an ``attention_type`` option: ``--attention_types`` gives each type its own row.
+ATTENTION_TYPE_MODELS = ("AttnRNN",)
+#: What every model shares; config files and ``--key=value`` override them.
+SHARED_PROPERTIES: dict[str, Any] = {
+    "seed": 2020,
+    "MAX_ITEM_LIST_LENGTH": 50,
+    "embedding_size": 64,
+    "hidden_size": 64,
+    "loss_type": "CE",
+    "state": "WARNING",  # one progress line per model instead of RecBole's per-epoch log
+}
+
+
+def _lightsans_tweaks(properties: dict[str, Any]) -> dict[str, Any]:
+    # RecBole suggests k_interests = 0.1 * MAX_ITEM_LIST_LENGTH (its default 5 assumes 50)
+    return {"k_interests": max(1, round(properties["MAX_ITEM_LIST_LENGTH"] / 10))}
+
+
+#: Per-model keys derived from the shared properties (a user's own value wins).
+MODEL_TWEAKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"LightSANs": _lightsans_tweaks}
+_ROW_NAME = re.compile(r"(\w+)(?:\[(\w+)\])?")
+
+
+def split_list(text: str | Sequence[str]) -> list[str]:
+    """``"a,b c"`` or ``["a", "b"]`` -> ``["a", "b", "c"]``."""
+    parts = text.replace(",", " ").split() if isinstance(text, str) else text
+    return [part.strip() for part in parts if part.strip()]
+
+
+def expand_models(models: Sequence[str], attention_types: Sequence[str] = ()) -> list[tuple[str, str, dict]]:
+    """``(label, model, row keys)`` per row: ``AttnRNN[general]`` is AttnRNN
+    with ``attention_type=general``; ``attention_types`` expands a plain
+    ``AttnRNN`` into one such row per type."""
+    rows = []
+    for name in models:
+        match = _ROW_NAME.fullmatch(name)
+        if match is None:
+            raise UsageError(f"cannot read model {name!r}: expected NAME or NAME[attention_type]")
+        model, attention_type = match.groups()
+        if attention_type:
+            rows.append((name, model, {"attention_type": attention_type}))
+        elif attention_types and model in ATTENTION_TYPE_MODELS:
+            rows += [(f"{model}[{kind}]", model, {"attention_type": kind}) for kind in attention_types]
+        else:
+            rows.append((model, model, {}))
+    if not rows:
+        raise UsageError("no models to run: give --models=NAME[,NAME...]")
+    labels = [label for label, _, _ in rows]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise UsageError(f"model rows given twice: {', '.join(repeated)}")
+    return rows
+
+
+def user_settings(config_files: Sequence[str], overrides: dict[str, str]) -> dict[str, Any]:
+    """The keys (with values, YAML-read) the user set in config files and
+    ``--key=value``; later wins, as in RecBole."""
+    settings: dict[str, Any] = {}
+    for file in config_files:
+        if not os.path.isfile(file):
+            raise UsageError(f"config file {file!r} does not exist")
+        with open(file) as source:
+            settings.update(yaml.safe_load(source) or {})
+    settings.update({key: _yaml_value(value) for key, value in overrides.items()})
+    return settings
+
+
+def _yaml_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text  # RecBole's own parsing of the value decides
+
+
+def plan_rows(
+    dataset: str,
+    models: Sequence[str] = DEFAULT_MODELS,
+    attention_types: Sequence[str] = (),
+    budget: float | None = 600.0,
+    epochs: int = 200,
+    data_path: str | None = None,
+    config_files: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """One spec per row: the exact arguments of its :func:`recbole_attn.run`.
+
+    Precedence, highest first: the row's own keys (``attention_type``),
+    ``--key=value``, ``--epochs``/``--budget``/``--data_path``, config files,
+    model tweaks, :data:`SHARED_PROPERTIES`, the model's and the project's
+    defaults."""
+    cmd = parse_cmd_args(overrides)
+    user = user_settings(config_files, cmd)
+    flags: dict[str, Any] = {"epochs": epochs, "time_budget": budget}
+    if data_path:
+        flags["data_path"] = str(data_path)
+    shared = {key: value for key, value in SHARED_PROPERTIES.items() if key not in user}
+    effective = {**SHARED_PROPERTIES, **user, **flags}
+    specs = []
+    for label, model, row_keys in expand_models(models, attention_types):
+        registry.get_model_class(model)  # a typo fails now, not an hour in
+        tweaks = MODEL_TWEAKS.get(model, lambda _: {})(effective)
+        tweaks = {key: value for key, value in tweaks.items() if key not in user}
+        specs.append({
+            "label": label,
+            "model": model,
+            "dataset": dataset,
+            "config_files": list(config_files),
+            "config_dict": {**shared, **tweaks, **flags, **row_keys},
+            "cmd_args": [f"--{key}={value}" for key, value in cmd.items() if key not in row_keys],
+        })
+    return specs
+
+
+def preflight(spec: dict[str, Any]) -> None:
+    """Build one row's config and check its data files, so that a wrong
+    dataset, path or option value fails before any training."""
+    config = AttnConfig(spec["model"], spec["dataset"], spec["config_files"], spec["config_dict"], spec["cmd_args"])
+    check_dataset_files(config)
+
+
+def worker_failure(returncode: int) -> str:
+    """Why a worker left no row behind, in words."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        return f"worker process killed by {name}{hint}"
+    return f"worker process exited with code {returncode} and wrote no row"
+
+
+def run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
+    """:func:`measure.run_row` in a fresh Python process (inheriting stdout,
+    stderr and environment), so peak memory is this row's alone."""
+    with tempfile.TemporaryDirectory(prefix="recbole-attn-bench-") as tmp:
+        spec_file, row_file = Path(tmp) / "spec.json", Path(tmp) / "row.json"
+        spec_file.write_text(json.dumps(spec))
+        command = [sys.executable, "-m", "recbole_attn.bench.worker", str(spec_file), str(row_file)]
+        done = subprocess.run(command, check=False)
+        if row_file.is_file():
+            return json.loads(row_file.read_text())
+    failure = worker_failure(done.returncode)
+    return {"label": spec["label"], "model": spec["model"], "status": "error", "error": failure}
+
+
+def git_state() -> dict[str, Any]:
+    """Commit of the checkout the package runs from, and whether it has
+    uncommitted changes; ``unknown`` outside a git checkout."""
+    folder = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "dirty": None}
+    return {"commit": commit, "dirty": bool(dirty)}
+
+
+def _machine(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The machine, with the device the rows ran on (RecBole's choice until one has run)."""
+    devices = [row["device"] for row in rows if row.get("device")]
+    return machine(devices[0] if devices else "cuda" if torch.cuda.is_available() else "cpu")
+
+
+def run_benchmark(
+    dataset: str = "ml-100k",
+    models: Sequence[str] = DEFAULT_MODELS,
+    attention_types: Sequence[str] = (),
+    budget: float | None = 600.0,
+    epochs: int = 200,
+    output_dir: str | os.PathLike = "benchmarks/results",
+    data_path: str | None = None,
+    config_files: Sequence[str] = (),
+    overrides: Sequence[str] = (),
+    isolated: bool = True,
+    command: str | None = None,
+    echo: Callable[[str], Any] = print,
+) -> dict[str, Any]:
+    """Run every row, rewrite the JSON/Markdown/CSV after each one (an
+    interrupted benchmark keeps what finished), plot at the end; returns the
+    record, whose ``files`` names what was written."""
+    specs = plan_rows(dataset, models, attention_types, budget, epochs, data_path, config_files, overrides)
+    preflight(specs[0])
+    paths = report.output_paths(output_dir, dataset)
+    began = time.perf_counter()
+    record: dict[str, Any] = {
+        "benchmark": "recbole_attn.bench",
+        "command": command,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "finished": False,
+        "dataset": dataset,
+        "data_path": data_path,
+        "budget_seconds": budget,
+        "epochs": epochs,
+        "config_files": list(config_files),
+        "overrides": list(overrides),
+        "shared_properties": dict(SHARED_PROPERTIES),
+        "isolated": isolated,
+        "git": git_state(),
+        "versions": versions(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "machine": _machine([]),
+        "files": {kind: str(path) for kind, path in paths.items() if kind in report.TABLE_FILES},
+        "rows": [],
+    }
+    for index, spec in enumerate(specs, 1):
+        echo(f"[{index}/{len(specs)}] {spec['label']}: training ...")
+        row = run_isolated(spec) if isolated else measure.run_row(spec)
+        record["rows"].append(row)
+        echo(f"[{index}/{len(specs)}] {report.progress_line(row)}")
+        record["wall_seconds"] = time.perf_counter() - began
+        record["machine"] = _machine(record["rows"])
+        report.write_tables(record, paths)
+    written = plots.write_plots(record["rows"], paths, dataset)
+    if written is None:
+        echo("matplotlib is not installed: no plots (pip install 'recbole-attn[plot]'); tables written")
+    else:
+        record["files"].update(written)
+    record["finished"] = True
+    report.write_tables(record, paths)
+    return record

@@ -1,0 +1,205 @@
+"""``python -m recbole_attn.bench``: the writers on a fake result set, the
+row planning, the command line, and one real two-model run."""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from recbole_attn.bench import plots, report, suite
+from recbole_attn.bench.cli import budget_seconds, main
+from recbole_attn.errors import UsageError
+
+METRICS = [f"{name}@{k}" for name in ("recall", "mrr", "ndcg", "hit") for k in (5, 10, 20)]
+
+
+def fake_row(label: str, ndcg: float, status: str = "ok", seconds: float = 1.5, **extra) -> dict:
+    scores = {metric: ndcg for metric in METRICS}
+    curve = [{"epoch": epoch, "elapsed_seconds": (epoch + 1) * seconds, "train_seconds": seconds,
+              "valid_ndcg@10": ndcg * (epoch + 1) / 3} for epoch in range(3)]
+    return {
+        "label": label, "model": label.split("[")[0], "status": status,
+        "stopped_by_budget": status == "budget", "test": scores, "best_valid": scores, "epochs_run": 3,
+        "best_epoch": 2, "train_seconds_per_epoch": seconds, "fit_seconds": 3 * seconds,
+        "seconds_to_best": 3 * seconds, "curve": curve, "train_targets": 1000,
+        "train_targets_per_second": 1000 / seconds, "test_users": 60, "inference_users_per_second": 12345.6,
+        "eval_users_per_second": 5000.0, "peak_rss_mb": 812.4, "device": "cpu", "wall_seconds": 10.0,
+        "result": {"config": {"seed": 2020, "MAX_ITEM_LIST_LENGTH": 50, "hidden_size": 64}}, **extra,
+    }
+
+
+def fake_rows() -> list[dict]:
+    return [
+        fake_row("GRU4Rec", 0.05),
+        fake_row("SASRec", 0.07, status="budget", seconds=120.0),
+        {"label": "Caser", "model": "Caser", "status": "error", "error": "RuntimeError: boom | bad\nline 2"},
+        fake_row("AttnRNN[general]", 0.09),
+    ]
+
+
+def fake_record(rows: list[dict]) -> dict:
+    return {
+        "command": "python -m recbole_attn.bench", "started": "2025-01-01 00:00:00", "finished": True,
+        "wall_seconds": 200.0, "dataset": "ml-100k", "budget_seconds": 600.0, "epochs": 200,
+        "machine": {"processor": "x86_64", "cpu_count": 2, "torch_threads": 1, "device": "cpu"},
+        "git": {"commit": "abc123", "dirty": False}, "versions": {"torch": "2.13.0"}, "omp_num_threads": "1",
+        "rows": rows,
+    }
+
+
+def table_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| #")]
+
+
+def test_markdown_table_sorts_flags_and_formats():
+    lines = table_lines(report.markdown_table(fake_rows()))
+    assert [line.split(" | ")[1] for line in lines] == ["AttnRNN[general]", "SASRec", "GRU4Rec", "Caser"]
+    first, budget, _, failed = lines
+    assert first.startswith("| 1 | AttnRNN[general] | ok | 0.0900 | 0.0900 |")
+    assert "| 3 (2) | 1.50 | 4.50 | 4.50 | 667 | 12,346 | 812 |" in first
+    assert "**budget-stopped**" in budget and "| 120 | 360 |" in budget
+    assert "error: RuntimeError: boom \\| bad line 2 | - |" in failed  # one line, pipe escaped, no numbers
+    assert "peak GPU MB" not in report.markdown_table(fake_rows())
+    assert "| 2,048 |" in report.markdown_table([fake_row("AttnSeq", 0.1, peak_cuda_mb=2048.0)])
+
+
+def test_long_error_is_cut_to_one_table_cell():
+    row = {"label": "X", "model": "X", "status": "error", "error": "E" * 500}
+    [line] = table_lines(report.markdown_table([row]))
+    assert "E" * 117 + "..." in line and "E" * 118 not in line
+
+
+def test_csv_has_every_metric_in_table_order():
+    rows = list(csv.DictReader(report.csv_text(fake_rows()).splitlines()))
+    assert [row["model"] for row in rows] == ["AttnRNN[general]", "SASRec", "GRU4Rec", "Caser"]
+    assert {f"{split}_{metric}" for split in ("test", "valid") for metric in METRICS} <= set(rows[0])
+    assert float(rows[0]["test_ndcg@10"]) == 0.09 and float(rows[0]["train_targets_per_second"]) == 1000 / 1.5
+    assert rows[1]["status"] == "budget" and rows[3]["status"] == "error" and rows[3]["test_ndcg@10"] == ""
+
+
+def test_document_names_protocol_and_what_differs():
+    rows = fake_rows()
+    text = report.markdown_document(fake_record(rows))
+    assert "budget 600 s of fitting, at most 200 epochs; seed 2020, MAX_ITEM_LIST_LENGTH 50" in text
+    assert "Not identical" not in text
+    rows[0]["result"]["config"]["MAX_ITEM_LIST_LENGTH"] = 20
+    text = report.markdown_document(fake_record(rows))
+    assert "**Not identical across rows: MAX_ITEM_LIST_LENGTH**" in text
+
+
+def test_tables_and_plots_are_written_under_fresh_names(tmp_path):
+    paths = report.output_paths(tmp_path / "out", "ml-100k")
+    assert paths != report.output_paths(tmp_path / "out", "ml-100k")
+    record = fake_record(fake_rows())
+    report.write_tables(record, paths)
+    assert json.loads(paths["json"].read_text())["rows"][1]["label"] == "SASRec"
+    assert "| 1 | AttnRNN[general] |" in paths["markdown"].read_text()
+    assert len(paths["csv"].read_text().splitlines()) == 5
+    pytest.importorskip("matplotlib")
+    written = plots.write_plots(record["rows"], paths, "ml-100k")
+    for kind in ("curves_png", "bars_png"):
+        assert written[kind] == str(paths[kind]) and paths[kind].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list((tmp_path / "out").glob(".tmp-*"))
+
+
+def test_plots_of_failed_rows_only_are_empty_charts(tmp_path):
+    pytest.importorskip("matplotlib")
+    paths = report.output_paths(tmp_path, "x")
+    assert plots.write_plots([fake_rows()[2]], paths, "x") is not None
+    assert paths["bars_png"].stat().st_size > 0
+
+
+@pytest.mark.parametrize("models, types, expected", [
+    (["AttnSeq", "AttnRNN"], [], [("AttnSeq", "AttnSeq", {}), ("AttnRNN", "AttnRNN", {})]),
+    (["AttnRNN", "GRU4Rec"], ["general", "dot"], [
+        ("AttnRNN[general]", "AttnRNN", {"attention_type": "general"}),
+        ("AttnRNN[dot]", "AttnRNN", {"attention_type": "dot"}),
+        ("GRU4Rec", "GRU4Rec", {}),
+    ]),
+    (["AttnRNN[linear]"], ["dot"], [("AttnRNN[linear]", "AttnRNN", {"attention_type": "linear"})]),
+])
+def test_models_expand_to_rows(models, types, expected):
+    assert suite.expand_models(models, types) == expected
+
+
+@pytest.mark.parametrize("models", [["AttnSeq", "AttnSeq"], ["AttnRNN[general", "x"], ["AttnSeqq"], []])
+def test_bad_model_lists_fail_before_training(models):
+    with pytest.raises(UsageError):
+        suite.plan_rows("ml-100k", models)
+
+
+def test_plan_shares_properties_and_lets_the_user_win(tmp_path):
+    config_file = tmp_path / "mine.yaml"
+    config_file.write_text("hidden_size: 128\n")
+    specs = suite.plan_rows("ml-100k", ["SASRec", "LightSANs", "AttnRNN[dot]"], budget=30, epochs=3,
+                            config_files=[str(config_file)],
+                            overrides=["--MAX_ITEM_LIST_LENGTH=20", "--attention_type=general"])
+    sasrec, lightsans, attnrnn = (spec["config_dict"] for spec in specs)
+    assert sasrec["seed"] == 2020 and sasrec["embedding_size"] == 64 and sasrec["loss_type"] == "CE"
+    assert "hidden_size" not in sasrec  # the config file's 128 applies
+    assert sasrec["epochs"] == 3 and sasrec["time_budget"] == 30
+    assert lightsans["k_interests"] == 2  # 0.1 * MAX_ITEM_LIST_LENGTH
+    assert attnrnn["attention_type"] == "dot" and "--attention_type=general" not in specs[2]["cmd_args"]
+    assert specs[0]["cmd_args"] == ["--MAX_ITEM_LIST_LENGTH=20", "--attention_type=general"]
+    assert "k_interests" not in suite.plan_rows("ml-100k", ["LightSANs"], overrides=["--k_interests=7"])[0][
+        "config_dict"]
+
+
+def test_command_line_errors_exit_2(capsys, tmp_path):
+    assert main(["--models=AttnSeq", "--epochs=1", "stray"]) == 2
+    assert "stray" in capsys.readouterr().err
+    assert main(["--models=GRU4Rec", "--dataset=nosuch", f"--data_path={tmp_path}"]) == 2  # before training
+    assert "nosuch" in capsys.readouterr().err and not (tmp_path / "benchmarks").exists()
+    with pytest.raises(SystemExit):
+        main(["--budget=-1"])
+    assert budget_seconds("none") is None and budget_seconds("2.5") == 2.5
+
+
+def test_worker_deaths_are_said_in_words():
+    assert "SIGKILL (out of memory?)" in suite.worker_failure(-9)
+    assert "code 3" in suite.worker_failure(3)
+
+
+def test_crashing_model_gets_a_row_and_tables_need_no_matplotlib(ml100k_root, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    said = []
+    record = suite.run_benchmark(models=["AttnRNN[bogus]"], epochs=1, output_dir="out",
+                                 data_path=str(ml100k_root), isolated=False, echo=said.append)
+    [row] = record["rows"]
+    assert row["status"] == "error" and "attention_type" in row["error"] and "Traceback" in row["traceback"]
+    assert any("matplotlib is not installed" in line for line in said)
+    assert set(record["files"]) == {"json", "markdown", "csv"}
+    assert "error: UsageError" in open(record["files"]["markdown"]).read()
+    assert json.load(open(record["files"]["json"]))["finished"] is True
+
+
+def test_two_models_end_to_end(ml100k_root, capsys):
+    code = main(["--models=AttnSeq,GRU4Rec", f"--data_path={ml100k_root}", "--epochs=2", "--budget=0",
+                 "--output_dir=out", "--train_batch_size=512"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    [json_file] = list(Path("out").glob("*.json"))
+    record = json.loads(json_file.read_text())
+    assert record["finished"] and record["isolated"] and record["git"]["commit"]
+    assert record["machine"]["device"] == "cpu" and "torch" in record["versions"]
+    assert {row["label"] for row in record["rows"]} == {"AttnSeq", "GRU4Rec"}
+    for row in record["rows"]:
+        assert row["status"] == "budget" and row["stopped_by_budget"] and row["epochs_run"] == 1  # budget 0
+        assert all(0 <= value <= 1 for value in [*row["test"].values(), *row["best_valid"].values()])
+        assert set(row["test"]) == set(METRICS)
+        for key in ("train_seconds_per_epoch", "fit_seconds", "seconds_to_best", "train_targets_per_second",
+                    "inference_users_per_second", "eval_users_per_second", "peak_rss_mb"):
+            assert row[key] > 0, key
+        assert row["inference_users"] == row["test_users"] == 60
+        assert row["peak_rss_mb"] > row["rss_before_run_mb"] > 50
+        assert row["result"]["config"]["train_batch_size"] == 512  # the --key=value override reached run()
+        assert len(row["curve"]) == 1 and row["curve"][0]["elapsed_seconds"] > 0
+    markdown = open(record["files"]["markdown"]).read()
+    assert markdown.count("**budget-stopped**") == 2 and "AttnSeq" in out and "GRU4Rec" in out
+    assert len(open(record["files"]["csv"]).read().splitlines()) == 3
+    pytest.importorskip("matplotlib")
+    for kind in ("curves_png", "bars_png"):
+        assert open(record["files"][kind], "rb").read(4) == b"\x89PNG"
