@@ -9,6 +9,7 @@ compat.apply()
 
 from recbole_attn.registry import available_models, get_model_class  # noqa: E402
 from recbole_attn.runner import run  # noqa: E402
+from recbole_attn.serve import explain, load, recommend  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["available_models", "get_model_class", "run", "__version__"]
+__all__ = ["available_models", "explain", "get_model_class", "load", "recommend", "run", "__version__"]

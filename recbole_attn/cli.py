@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from recbole_attn.config import parse_cmd_args
 from recbole_attn.errors import UsageError
 
+#: Subcommands that serve a trained checkpoint (recbole_attn/serve.py).
+SERVE_COMMANDS = ("recommend", "explain")
 USAGE = "usage: python run.py --model=NAME --dataset=NAME [--config_files=a.yaml,b.yaml] [--key=value ...]"
 
 
@@ -40,6 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from recbole_attn.runner import run
 
     try:
+        if argv and argv[0] in SERVE_COMMANDS:
+            from recbole_attn.serve import main as serve_main
+
+            return serve_main(argv)
         model, dataset, config_files, rest = split_run_args(argv)
         result = run(model, dataset, config_files=config_files, cmd_args=rest)
     except UsageError as error:
