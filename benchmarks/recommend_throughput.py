@@ -39,7 +39,7 @@ import torch
 from recbole.utils.case_study import full_sort_topk
 
 import recbole_attn
-from recbole_attn.results import machine, versions, write_json_atomic
+from recbole_attn.results import machine, versions, write_json_atomic, write_text_atomic
 from recbole_attn.serve import model_input, resolve_queries, tail_windows
 
 BEGIN, END = "<!-- recommend_throughput:begin -->", "<!-- recommend_throughput:end -->"
@@ -97,9 +97,7 @@ def write_markdown_block(path: Path, block: str) -> None:
         text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + section + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def main() -> None:
