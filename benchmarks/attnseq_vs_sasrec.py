@@ -10,6 +10,7 @@ RecBole prefix row for SASRec, one per non-padding position for AttnSeq.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,8 @@ def main() -> None:
     parser.add_argument("--filter_seen", choices=["off", "on", "both"], default="both",
                         help="evaluate AttnSeq without/with seen-item filtering (SASRec: off)")
     parser.add_argument("--output", default="docs/attnseq_vs_sasrec")
+    parser.add_argument("--attnseq_results", default="",
+                        help="comma-separated results JSONs of earlier AttnSeq runs (same settings) to reuse")
     args = parser.parse_args()
 
     common = dict(SHARED)
@@ -82,9 +85,13 @@ def main() -> None:
     began = time.strftime("%Y-%m-%d %H:%M:%S")
     runs = [("AttnSeq", {"epochs": args.attnseq_epochs, "filter_seen": seen})
             for seen in {"off": [False], "on": [True], "both": [False, True]}[args.filter_seen]]
+    reused = [json.loads(Path(p).read_text()) for p in args.attnseq_results.split(",") if p]
+    if reused:
+        runs = runs[len(reused):]
     # SASRec keeps RecBole's own defaults (dropout 0.5) beyond the shared size
     runs.append(("SASRec", {"epochs": args.sasrec_epochs, "time_budget": args.sasrec_budget}))
-    rows, results = [], []
+    rows = [summarize(result, "AttnSeq") for result in reused]
+    results = list(reused)
     for model, extra in runs:
         print(f"== {model} {extra}", flush=True)
         result = recbole_attn.run(model, args.dataset, config_dict={**common, **extra})
@@ -108,10 +115,11 @@ def main() -> None:
             f"{rows[1]['test_ndcg@10']:.4f} vs {rows[0]['test_ndcg@10']:.4f} "
             f"({100 * (rows[1]['test_ndcg@10'] / rows[0]['test_ndcg@10'] - 1):+.1f}%)",
     }
+    reuse_note = "".join(f"\nReused AttnSeq run: `{r['results_file']}`." for r in reused)
     header = (f"## AttnSeq vs RecBole SASRec on {args.dataset}\n\nStarted {began}; machine: "
               f"{machine(attnseq['config']['device'])}; versions: {versions()}.\n"
               f"Command: `python benchmarks/attnseq_vs_sasrec.py --dataset {args.dataset}"
-              f"{' --data_path ' + args.data_path if args.data_path else ''} --sasrec_budget {args.sasrec_budget:g}`")
+              f"{' --data_path ' + args.data_path if args.data_path else ''} --sasrec_budget {args.sasrec_budget:g}`{reuse_note}")
     text = markdown(rows, ratios, header)
     print(text)
     output = Path(args.output)

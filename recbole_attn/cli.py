@@ -40,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from recbole_attn.results import format_results_table
     from recbole_attn.runner import run
+    from recbole_attn.trainer import NonFiniteLossError
 
     try:
         if argv and argv[0] in SERVE_COMMANDS:
@@ -51,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except (NonFiniteLossError, OSError) as error:  # diverged training, full disk: said in one line
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except Exception:
         logging.getLogger(__name__).exception("run failed")
         return 1

@@ -22,6 +22,11 @@ Three breakages, each fixed at the narrowest point that covers it:
   element-wise versions that do what RecBole intended; an empty ``*_seq``
   cell is read as the empty string, the value RecBole's no-op ``fillna``
   in ``_load_feat`` meant to give it.
+* ``recbole/model/sequential_recommender/sine.py`` calls
+  ``torch.autograd.set_detect_anomaly(True)`` at import time, so looking up
+  any RecBole sequential model switches autograd's anomaly mode on for the
+  whole process and makes every backward pass (ours and the baselines')
+  several times slower. We import it once here and switch the mode back off.
 * ``recbole.quick_start`` imports ``ray``; this package never imports it.
 
 :func:`apply` is idempotent and runs on ``import recbole_attn``.
@@ -236,6 +241,8 @@ def apply() -> None:
     from recbole.data.dataset.dataset import Dataset
     from recbole.trainer.trainer import Trainer
 
+    importlib.import_module("recbole.model.sequential_recommender.sine")  # its import-time side effect, once
+    torch.autograd.set_detect_anomaly(False)
     for owner, name, replacement in (
         (Config, "compatibility_settings", _no_global_numpy_aliases),
         (Dataset, "_concat_remaped_tokens", _concat_remapped_tokens),

@@ -40,6 +40,7 @@ PROJECT_DEFAULTS: dict[str, Any] = {
     "filter_seen": False,
     "output_dir": "results",
     "time_budget": None,
+    "resume": None,
 }
 
 

@@ -4,7 +4,9 @@ benchmarks all come through :func:`run`."""
 from __future__ import annotations
 
 import logging
+import os
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,13 +14,15 @@ from typing import Any
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_trainer, init_seed
 
+from recbole_attn.checkpoint import LastCheckpoint, find_last_checkpoint, resume_training
 from recbole_attn.compat import plain_data
 from recbole_attn.config import AttnConfig
 from recbole_attn.data import attach_seen_filters
 from recbole_attn.datasets import check_dataset_files
+from recbole_attn.errors import UsageError
 from recbole_attn.models.base import AttnSequentialRecommender
 from recbole_attn.results import machine, unique_results_path, versions, write_json_atomic
-from recbole_attn.trainer import AttnTrainer
+from recbole_attn.trainer import AttnTrainer, NonFiniteLossError
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +84,16 @@ def _configure_logging(level: str) -> None:
 
 def build_trainer(config: AttnConfig, model: Any) -> Any:
     """Our trainer for plugin models; RecBole's own choice for its models,
-    so baselines train exactly as in RecBole."""
+    so baselines train exactly as in RecBole. The checkpoint name gets a
+    random tag: RecBole's is ``<Model>-<time to the second>.pth``, which two
+    runs started in the same second would share (and overwrite)."""
     if isinstance(model, AttnSequentialRecommender):
-        return AttnTrainer(config, model)
-    return get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        trainer = AttnTrainer(config, model)
+    else:
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    stem, suffix = os.path.splitext(trainer.saved_model_file)
+    trainer.saved_model_file = f"{stem}-{uuid.uuid4().hex[:6]}{suffix}"
+    return trainer
 
 
 def run(
@@ -106,7 +116,7 @@ def run(
     check_dataset_files(config)
     init_seed(config["seed"], config["reproducibility"])
 
-    data = create_dataset(config)
+    data = _create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, data)
     if config["filter_seen"]:
         attach_seen_filters(train_data, valid_data, test_data)
@@ -118,14 +128,28 @@ def run(
     logger.info(recommender)
     trainer = build_trainer(config, recommender)
     clock = EpochClock(trainer, config["time_budget"])
+    last = LastCheckpoint(trainer, train_data, extra=lambda: {"curve": clock.curve})
+    resume_file = _resume_file(config)
+    finished = False
+    if resume_file:
+        state = resume_training(trainer, resume_file, train_data)
+        clock.curve = list(state["extra"].get("curve", []))
+        last.path = resume_file
+        finished = state["finished"] or trainer.start_epoch >= trainer.epochs
 
     fit_began = time.perf_counter()
     stopped_by_budget = False
     try:
-        trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
+        if not finished:
+            trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
+            last.save(finished=True)
     except BudgetExhausted:
         stopped_by_budget = True
         logger.info(f"time_budget of {config['time_budget']}s spent after {len(clock.curve)} epochs")
+    except (NonFiniteLossError, ValueError) as error:
+        if isinstance(error, ValueError) and str(error) != "Training loss is nan":  # RecBole's trainer
+            raise
+        raise NonFiniteLossError(_diverged_message(error, last)) from None
     best_valid_score, best_valid = trainer.best_valid_score, trainer.best_valid_result
     fit_seconds = time.perf_counter() - fit_began
     test_began = time.perf_counter()
@@ -160,6 +184,8 @@ def run(
             "train_rows": len(train_data.dataset),
         },
         "checkpoint": trainer.saved_model_file,
+        "last_checkpoint": last.path,
+        "resumed_from": resume_file,
         "config": plain_data(config.final_config_dict),
         "versions": versions(),
         "machine": machine(config["device"]),
@@ -167,5 +193,51 @@ def run(
     if write_results:
         path = unique_results_path(config["output_dir"], f"{result['model']}-{result['dataset']}")
         result["results_file"] = str(path)
-        write_json_atomic(path, result)
+        try:
+            write_json_atomic(path, result)
+        except OSError as error:
+            raise OSError(
+                error.errno,
+                f"could not write the results file {path} ({error.strerror or error}); nothing was "
+                f"left half-written. Test metrics: {result['test']}; best model: {result['checkpoint']}",
+            ) from None
     return result
+
+
+def _create_dataset(config: AttnConfig) -> Any:
+    """RecBole's ``create_dataset``, with filtering that leaves nothing
+    reported as a :class:`UsageError` naming the filter options."""
+    try:
+        data = create_dataset(config)
+    except ValueError as error:
+        if "feat is empty" not in str(error):
+            raise
+        data = None
+    if data is None or data.inter_num == 0:
+        filters = {key: config[key] for key in ("user_inter_num_interval", "item_inter_num_interval",
+                                                "val_interval", "rm_dup_inter") if config[key] is not None}
+        raise UsageError(f"dataset {config['dataset']!r} has no interactions left after filtering ({filters})")
+    return data
+
+
+def _resume_file(config: AttnConfig) -> str | None:
+    """``resume``: a last-checkpoint path, or ``auto`` for the newest one of
+    this model and dataset in ``checkpoint_dir`` (none found: start afresh)."""
+    resume = config["resume"]
+    if resume in (None, "", False):
+        return None
+    if str(resume).lower() == "auto":
+        found = find_last_checkpoint(config["checkpoint_dir"], config["model"], config["dataset"])
+        logger.info(f"resume=auto: {found or 'no last checkpoint found, starting afresh'}")
+        return found
+    return str(resume)
+
+
+def _diverged_message(error: Exception, last: LastCheckpoint) -> str:
+    """One line: where training diverged and which checkpoint is still good."""
+    where = str(error).split(";")[0]  # AttnTrainer's names the loss and the epoch
+    if str(error) == "Training loss is nan":  # RecBole's trainer
+        where = f"training loss is nan in epoch {last.current_epoch}"
+    if last.saved_epoch is None:
+        return f"{where}; no last checkpoint was written before it (try a lower learning_rate, check the data)"
+    return f"{where}; the last good checkpoint (epoch {last.saved_epoch}) is intact: {last.path}"

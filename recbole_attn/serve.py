@@ -29,6 +29,7 @@ import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.data.interaction import Interaction
 
+from recbole_attn.checkpoint import load_checkpoint
 from recbole_attn.config import AttnConfig
 from recbole_attn.data import seen_items, training_sequences
 from recbole_attn.errors import UsageError, check_choice, check_positive
@@ -42,37 +43,6 @@ DERIVED_KEYS = frozenset({
 })
 ON_UNKNOWN = ("error", "warn")
 CHECKPOINT_KEYS = ("config", "state_dict")
-
-
-def _load_failure(error: Exception) -> str:
-    """The useful part of ``torch.load``'s error, without its advice to turn
-    the safe unpickler off."""
-    text = " ".join(str(error).split())
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        text = text.split(marker, 1)[1].split(" Check the documentation", 1)[0].split(" Please use", 1)[0].strip()
-    text = text[:200].rstrip(".") or type(error).__name__
-    if text.startswith("Unsupported global"):
-        text += "; it holds pickled Python objects (as RecBole's own trainer writes), never unpickled here"
-    return text
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """A checkpoint's plain dict, loaded with ``weights_only=True`` on CPU;
-    any file that is not one ends in a :class:`UsageError` naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"checkpoint {str(path)!r} {'is not a file' if path.exists() else 'does not exist'}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickler, zip reader, EOF: all mean "not a plain checkpoint"
-        raise UsageError(
-            f"cannot read checkpoint {str(path)!r}: not a recbole-attn checkpoint, or damaged ({_load_failure(error)})"
-        ) from None
-    missing = [key for key in CHECKPOINT_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
-    if missing:
-        raise UsageError(f"checkpoint {str(path)!r} lacks {', '.join(missing)}: not a recbole-attn checkpoint")
-    return checkpoint
 
 
 def config_overrides(stored: dict[str, Any], data_path: str | None = None) -> dict[str, Any]:
@@ -184,7 +154,7 @@ def load(
     from recbole_attn.registry import get_model_class
 
     path = Path(checkpoint)
-    stored = read_checkpoint(path)
+    stored = load_checkpoint(path, required=CHECKPOINT_KEYS)
     settings = stored["config"]
     overrides = config_overrides(settings, data_path)
     if device is not None:

@@ -103,3 +103,13 @@ def test_never_imports_ray_or_quick_start():
 
 def test_pandas_is_the_new_stack():
     assert int(pd.__version__.split(".")[0]) >= 2
+
+
+def test_recbole_models_do_not_leave_anomaly_mode_on():
+    """SINE's module turns autograd anomaly detection on at import (5x slower
+    backward for every model in the process)."""
+    code = ("import torch, recbole_attn; from recbole_attn import registry; "
+            "registry.get_model_class('SASRec'); registry.get_model_class('SINE'); "
+            "print(torch.is_anomaly_enabled())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

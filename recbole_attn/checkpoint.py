@@ -1,0 +1,234 @@
+"""Training checkpoints that hold plain data only, and resuming from them.
+
+Two files per run, both written atomically (temp file + rename):
+
+* the **best** model, RecBole's ``saved_model_file`` (``saved/<Model>-<time>.pth``),
+  rewritten whenever validation improves; the test reloads it;
+* the **last** checkpoint, ``saved/<Model>-<time>-last.pth``, holding
+  everything needed to go on as if the process had never stopped: weights,
+  optimizer, epoch, early-stopping state, best result so far, the RNG states
+  of torch (CPU and CUDA), numpy and ``random``, the training loader's own
+  shuffling generator, the per-epoch curve, and the path of the best file.
+
+The last checkpoint is written once epoch ``e`` is completely done (trained,
+validated, best file updated), at the moment the trainer's loop comes round
+to epoch ``e + 1``, and again when fitting ends (``finished: True``). Nothing
+draws random numbers in between, so the saved RNG states are exactly those the
+next epoch starts from, and a resumed run repeats the uninterrupted one.
+
+Every value is a tensor, number, string, list or dict, so
+``torch.load(path, weights_only=True)`` (torch's safe default) reads it;
+:func:`load_checkpoint` turns an unreadable file into one
+:class:`~recbole_attn.errors.UsageError` line naming it.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recbole_attn.compat import atomic_torch_save, plain_data
+from recbole_attn.errors import UsageError
+
+LAST_SUFFIX = "-last.pth"
+#: Keys every checkpoint this package writes has (best and last alike).
+REQUIRED_KEYS = ("config", "state_dict")
+
+
+def last_checkpoint_path(saved_model_file: str | os.PathLike) -> str:
+    """``saved/AttnSeq-<time>.pth`` -> ``saved/AttnSeq-<time>-last.pth``."""
+    stem, _ = os.path.splitext(os.fspath(saved_model_file))
+    return stem + LAST_SUFFIX
+
+
+def _why_unreadable(error: Exception) -> str:
+    """One line on why ``torch.load`` failed, without its advice to turn the
+    safe unpickler off (and without its terminal colour codes)."""
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(error)).split())
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return (f"it holds pickled Python objects ({found.group(1)}), e.g. RecBole's own Config; "
+                f"only plain-data checkpoints are loaded")
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split(" Check the documentation", 1)[0].strip()
+    return f"corrupt or truncated ({type(error).__name__}: {text[:160] or 'no detail'})"
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: Any = "cpu", required: tuple[str, ...] = REQUIRED_KEYS
+) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; a missing, truncated,
+    corrupt or foreign file raises a one-line :class:`UsageError` naming it."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UsageError(f"checkpoint {path} {'is not a file' if os.path.exists(path) else 'does not exist'}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # zip reader, unpickler, EOF: all mean "not readable here"
+        raise UsageError(f"cannot read checkpoint {path}: {_why_unreadable(error)}") from None
+    missing = [key for key in required if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise UsageError(f"{path} is not a recbole_attn checkpoint (missing {', '.join(missing)})")
+    return state
+
+
+# ----------------------------------------------------------------------------- RNG states
+
+def rng_states() -> dict[str, Any]:
+    """Global RNG states as plain data (numpy's array becomes a tensor,
+    ``random``'s tuple a list)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "random": [version, list(internal), gauss],
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_states`."""
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    numpy = states["numpy"]
+    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"],
+                         numpy["has_gauss"], numpy["cached_gaussian"]))
+    version, internal, gauss = states["random"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _loader_generator(loader: Any) -> torch.Generator | None:
+    """RecBole's loaders shuffle with their own ``torch.Generator``."""
+    generator = getattr(loader, "generator", None)
+    return generator if isinstance(generator, torch.Generator) else None
+
+
+# ----------------------------------------------------------------------------- saving
+
+class LastCheckpoint:
+    """Writes the trainer's last checkpoint after every epoch.
+
+    Wraps ``trainer._train_epoch`` (works for :class:`~recbole_attn.trainer.AttnTrainer`
+    and RecBole's own trainers alike): on entering epoch ``e`` it saves the
+    state after epoch ``e - 1``. Call :meth:`save` with ``finished=True`` once
+    ``fit`` returns. ``extra`` returns plain data to store beside (the runner's
+    per-epoch curve).
+    """
+
+    def __init__(self, trainer: Any, train_data: Any, extra: Callable[[], dict[str, Any]] = dict) -> None:
+        self.trainer, self.train_data, self.extra = trainer, train_data, extra
+        self.path = last_checkpoint_path(trainer.saved_model_file)
+        self.current_epoch: int | None = None  # epoch being trained
+        self.last_epoch: int | None = None  # last epoch whose training finished
+        self.saved_epoch: int | None = None
+        train_epoch = trainer._train_epoch
+
+        def train_epoch_then_remember(train_data: Any, epoch_idx: int, *args: Any, **kwargs: Any) -> Any:
+            if self.last_epoch is not None:
+                self.save()
+            self.current_epoch = epoch_idx
+            out = train_epoch(train_data, epoch_idx, *args, **kwargs)
+            self.last_epoch = epoch_idx
+            return out
+
+        trainer._train_epoch = train_epoch_then_remember
+
+    def save(self, finished: bool = False) -> None:
+        """Atomically write the state after epoch ``last_epoch``."""
+        trainer = self.trainer
+        if self.last_epoch is None or (self.saved_epoch == self.last_epoch and not finished):
+            return
+        if not trainer.config["single_spec"] and trainer.config["local_rank"] != 0:
+            return
+        generator = _loader_generator(self.train_data)
+        state = {
+            "kind": "last",
+            "config": plain_data(trainer.config.final_config_dict),
+            "epoch": self.last_epoch,
+            "finished": finished,
+            "cur_step": trainer.cur_step,
+            "best_valid_score": plain_data(trainer.best_valid_score),
+            "best_valid_result": plain_data(trainer.best_valid_result),
+            "best_model_file": os.fspath(trainer.saved_model_file),
+            "state_dict": trainer.model.state_dict(),
+            "other_parameter": trainer.model.other_parameter(),
+            "optimizer": trainer.optimizer.state_dict(),
+            "rng": rng_states(),
+            "loader_rng": generator.get_state() if generator is not None else None,
+            "extra": plain_data(self.extra()),
+        }
+        atomic_torch_save(state, self.path)
+        self.saved_epoch = self.last_epoch
+        trainer.logger.info(f"Saved last checkpoint (epoch {self.last_epoch}): {self.path}")
+
+
+# ----------------------------------------------------------------------------- resuming
+
+def find_last_checkpoint(checkpoint_dir: str | os.PathLike, model: str, dataset: str) -> str | None:
+    """Newest ``*-last.pth`` in ``checkpoint_dir`` written for ``model`` on
+    ``dataset`` (``resume=auto``); unreadable files are skipped."""
+    candidates = sorted(Path(checkpoint_dir).glob(f"{model}-*{LAST_SUFFIX}"), key=lambda p: p.stat().st_mtime)
+    for path in reversed(candidates):
+        try:
+            config = load_checkpoint(path)["config"]
+        except UsageError:
+            continue
+        if config.get("model") == model and config.get("dataset") == dataset:
+            return str(path)
+    return None
+
+
+def _best_model_file(state: dict[str, Any], path: str) -> str:
+    """The best-model file a last checkpoint points to: where it was written,
+    else beside the last checkpoint (the folder was moved)."""
+    recorded = state["best_model_file"]
+    beside = os.path.join(os.path.dirname(path), os.path.basename(recorded))
+    for candidate in (recorded, beside):
+        if os.path.isfile(candidate):
+            return candidate
+    if state["best_valid_result"] is None:  # no validation yet: nothing to reload
+        return recorded
+    raise UsageError(f"the best-model checkpoint {recorded} that {path} refers to is missing")
+
+
+def resume_training(trainer: Any, path: str | os.PathLike, train_data: Any) -> dict[str, Any]:
+    """Put ``trainer`` (and the RNGs, and ``train_data``'s shuffling) back in
+    the state saved in the last checkpoint ``path``; ``trainer.fit`` then goes
+    on with the next epoch. Returns the checkpoint (``extra``, ``finished``)."""
+    path = os.fspath(path)
+    state = load_checkpoint(path, map_location=trainer.device)
+    if state.get("kind") != "last":  # RecBole's own checkpoints miss the RNG and loader states too
+        raise UsageError(f"{path} is a best-model checkpoint; resume from the *{LAST_SUFFIX} file beside it")
+    for key in ("model", "dataset"):
+        if str(state["config"].get(key)) != str(trainer.config[key]):
+            raise UsageError(
+                f"checkpoint {path} was trained with {key}={state['config'].get(key)}, "
+                f"this run has {key}={trainer.config[key]}"
+            )
+    try:
+        trainer.model.load_state_dict(state["state_dict"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        first = str(error).strip().splitlines()[0][:200]
+        raise UsageError(f"checkpoint {path} does not fit this model's settings: {first}") from None
+    trainer.model.load_other_parameter(state.get("other_parameter"))
+    trainer.saved_model_file = _best_model_file(state, path)
+    trainer.start_epoch = state["epoch"] + 1
+    trainer.cur_step = state["cur_step"]
+    trainer.best_valid_score = state["best_valid_score"]
+    trainer.best_valid_result = state["best_valid_result"]
+    set_rng_states(state["rng"])
+    generator = _loader_generator(train_data)
+    if generator is not None and state["loader_rng"] is not None:
+        generator.set_state(state["loader_rng"])
+    trainer.logger.info(f"Resumed from {path}: epoch {state['epoch']} done, best so far {state['best_valid_score']}")
+    return state
