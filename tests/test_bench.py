@@ -194,7 +194,7 @@ def test_two_models_end_to_end(ml100k_root, capsys):
                     "inference_users_per_second", "eval_users_per_second", "peak_rss_mb"):
             assert row[key] > 0, key
         assert row["inference_users"] == row["test_users"] == 60
-        assert row["peak_rss_mb"] > row["rss_before_run_mb"] > 50
+        assert row["peak_rss_mb"] >= row["rss_before_run_mb"] > 50  # the peak may predate training
         assert row["result"]["config"]["train_batch_size"] == 512  # the --key=value override reached run()
         assert len(row["curve"]) == 1 and row["curve"][0]["elapsed_seconds"] > 0
     markdown = open(record["files"]["markdown"]).read()
