@@ -3,7 +3,8 @@ then AttnRNN's attention_type sweep.
 
 Every run goes through :func:`recbole_attn.run` with the same seed, history
 window, embedding/hidden size, loss (full-softmax CE), batch size, learning
-rate and epoch cap; each model keeps its own default dropout. After each run
+rate and epoch cap; each model keeps its own default dropout
+(``--attnrnn_option`` overrides AttnRNN's defaults, for tuning). After each run
 the side-by-side table is printed and ``OUTPUT.json`` / ``OUTPUT.md`` are
 rewritten atomically, so an interrupted benchmark keeps what it finished.
 
@@ -21,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 import recbole_attn
 from recbole_attn.results import machine, versions, write_json_atomic
@@ -46,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=64, help="embedding_size and hidden_size of every model")
     parser.add_argument("--train_batch_size", type=int, default=2048)
     parser.add_argument("--learning_rate", type=float, default=0.001)
+    parser.add_argument("--attnrnn_option", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra AttnRNN option for every AttnRNN run (repeatable), e.g. dropout_prob=0.3")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", default="docs/attnrnn_benchmark", help="path stem of the .json and .md")
     args = parser.parse_args(argv)
@@ -78,12 +83,27 @@ def shared_properties(args: argparse.Namespace, epochs: int) -> dict[str, Any]:
     return properties
 
 
+def attnrnn_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--attnrnn_option KEY=VALUE`` pairs, values read as YAML scalars."""
+    options = {}
+    for option in args.attnrnn_option:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--attnrnn_option {option!r}: expected KEY=VALUE")
+        options[key] = yaml.safe_load(value)
+    return options
+
+
 def planned_runs(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any]]]:
     """(label, model, config_dict) of every run, comparison first."""
     sweep_epochs = args.sweep_epochs or args.epochs
-    runs = [(model, model, shared_properties(args, args.epochs)) for model in split_list(args.models)]
+    extra = attnrnn_options(args)
+    runs = [
+        (model, model, {**shared_properties(args, args.epochs), **(extra if model == "AttnRNN" else {})})
+        for model in split_list(args.models)
+    ]
     for attention_type in split_list(args.attention_types):
-        config = {**shared_properties(args, sweep_epochs), "attention_type": attention_type}
+        config = {**shared_properties(args, sweep_epochs), **extra, "attention_type": attention_type}
         runs.append((f"AttnRNN[{attention_type}]", "AttnRNN", config))
     return runs
 

@@ -119,7 +119,8 @@ def main() -> None:
     header = (f"## AttnSeq vs RecBole SASRec on {args.dataset}\n\nStarted {began}; machine: "
               f"{machine(attnseq['config']['device'])}; versions: {versions()}.\n"
               f"Command: `python benchmarks/attnseq_vs_sasrec.py --dataset {args.dataset}"
-              f"{' --data_path ' + args.data_path if args.data_path else ''} --sasrec_budget {args.sasrec_budget:g}`{reuse_note}")
+              f"{' --data_path ' + args.data_path if args.data_path else ''} "
+              f"--sasrec_budget {args.sasrec_budget:g}`{reuse_note}")
     text = markdown(rows, ratios, header)
     print(text)
     output = Path(args.output)

@@ -49,7 +49,9 @@ def targets_in(batch: Any) -> int:
     return len(batch)
 
 
-def timed_steps(model: Any, batches: Any, optimizer: Any, steps: int | None, seconds: float | None) -> tuple[int, float]:
+def timed_steps(
+    model: Any, batches: Any, optimizer: Any, steps: int | None, seconds: float | None
+) -> tuple[int, float]:
     """Train until ``steps`` batches or ``seconds`` pass; (targets, seconds)."""
     model.train()
     targets, began = 0, time.perf_counter()

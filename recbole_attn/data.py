@@ -104,7 +104,9 @@ class AllPositionsLoader:
             yield Interaction({name: column[index] for name, column in self.fields.items()})
 
 
-def seen_items(users: np.ndarray, items: np.ndarray, offsets: np.ndarray, n_users: int) -> tuple[torch.Tensor, torch.Tensor]:
+def seen_items(
+    users: np.ndarray, items: np.ndarray, offsets: np.ndarray, n_users: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """CSR ``(indptr, indices)`` over user ids of the given per-user items."""
     counts = np.zeros(n_users, dtype=np.int64)
     counts[users] = np.diff(offsets)

@@ -8,7 +8,6 @@ import os
 import time
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from recbole.data import create_dataset, data_preparation

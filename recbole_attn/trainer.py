@@ -49,7 +49,9 @@ class AttnTrainer(Trainer):
         self.train_targets = getattr(train_data, "num_targets", len(train_data.dataset))
         return super().fit(train_data, valid_data, **kwargs)
 
-    def _train_epoch(self, train_data: Any, epoch_idx: int, loss_func: Any = None, show_progress: bool = False) -> float:
+    def _train_epoch(
+        self, train_data: Any, epoch_idx: int, loss_func: Any = None, show_progress: bool = False
+    ) -> float:
         self.model.train()
         loss_func = loss_func or self.step_model.calculate_loss
         batches = tqdm(train_data, total=len(train_data), ncols=100, desc=f"Train {epoch_idx:>5}") \

@@ -9,7 +9,13 @@ import torch
 from recbole.data import create_dataset, data_preparation
 
 from recbole_attn.config import AttnConfig
-from recbole_attn.data import AllPositionsLoader, SeenFilterCollate, attach_seen_filters, training_sequences, window_rows
+from recbole_attn.data import (
+    AllPositionsLoader,
+    SeenFilterCollate,
+    attach_seen_filters,
+    training_sequences,
+    window_rows,
+)
 from recbole_attn.models.base import TARGET_SEQ_FIELD
 
 

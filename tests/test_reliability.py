@@ -30,18 +30,6 @@ from tests.conftest import FAST, RUN_PY
 RESUMABLE = {**FAST, "epochs": 5, "stopping_step": 10, "train_batch_size": 32}
 
 
-@pytest.fixture(autouse=True)
-def _no_autograd_anomaly_mode():
-    """Importing RecBole's model package (any built-in model's lookup) runs
-    ``torch.autograd.set_detect_anomaly(True)`` in its ``sine.py``, for the
-    whole process: training gets ~5x slower and a NaN fails inside backward
-    before the trainer's own check. Keep each test independent of import order."""
-    before = torch.is_anomaly_enabled()
-    torch.autograd.set_detect_anomaly(False)
-    yield
-    torch.autograd.set_detect_anomaly(before)
-
-
 def _settings(root: Path, **more) -> dict:
     return {**RESUMABLE, "data_path": str(root), **more}
 
@@ -200,7 +188,8 @@ def test_users_with_a_single_interaction_do_not_break_a_run(pattern_root, tmp_pa
 
 def test_dataset_emptied_by_filtering_exits_2_naming_the_filter(pattern_root, tmp_path, capsys):
     with pytest.raises(UsageError, match="no interactions left after filtering.*user_inter_num_interval"):
-        recbole_attn.run("AttnSeq", "pattern", config_dict=_settings(pattern_root, user_inter_num_interval="[1000,inf)"))
+        settings = _settings(pattern_root, user_inter_num_interval="[1000,inf)")
+        recbole_attn.run("AttnSeq", "pattern", config_dict=settings)
     code = main(["--model=AttnSeq", "--dataset=pattern", f"--data_path={pattern_root}",
                  "--user_inter_num_interval=[1000,inf)", f"--output_dir={tmp_path / 'r'}"])
     err = capsys.readouterr().err
