@@ -8,8 +8,10 @@ rate and epoch cap; each model keeps its own default dropout
 the side-by-side table is printed and ``OUTPUT.json`` / ``OUTPUT.md`` are
 rewritten atomically, so an interrupted benchmark keeps what it finished.
 
-    python benchmarks/attnrnn_vs_baselines.py --dataset ml-100k --epochs 15 \\
-        --sweep_epochs 8 --output docs/attnrnn_benchmark
+    OMP_NUM_THREADS=1 python benchmarks/attnrnn_vs_baselines.py --dataset ml-100k \\
+        --epochs 14 --sweep_epochs 14 --output docs/attnrnn_benchmark
+
+Results and the exact commands measured: docs/attnrnn.md.
 """
 from __future__ import annotations
 
@@ -43,7 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=15, help="epoch cap of the model comparison")
     parser.add_argument("--attention_types", default="additive,general,dot,linear,none",
                         help="AttnRNN attention_type sweep, comma-separated; '' skips")
-    parser.add_argument("--sweep_epochs", type=int, default=None, help="epoch cap of the sweep (default: --epochs)")
+    parser.add_argument("--sweep_epochs", type=int, default=None,
+                        help="epoch cap of the sweep (default: --epochs)")
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--max_len", type=int, default=50, help="MAX_ITEM_LIST_LENGTH")
     parser.add_argument("--size", type=int, default=64, help="embedding_size and hidden_size of every model")
@@ -149,9 +152,13 @@ def plain_table(done: dict[str, dict[str, Any]]) -> str:
 def write_text_atomic(path: Path, text: str) -> None:
     """Like :func:`write_json_atomic`, for the Markdown table."""
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def save(stem: Path, args: argparse.Namespace, done: dict[str, dict[str, Any]], began: float) -> None:

@@ -19,7 +19,7 @@ from recbole.data.interaction import Interaction
 import recbole_attn
 from recbole_attn.config import AttnConfig
 from recbole_attn.errors import UsageError
-from recbole_attn.models.attnrnn import ATTENTION_TYPES, AttnRNN
+from recbole_attn.models.attnrnn import ATTENTION_TYPES, FUSIONS, AttnRNN
 
 RUN_PY = Path(__file__).resolve().parents[1] / "run.py"
 QUIET = {"state": "WARNING", "show_progress": False}
@@ -93,9 +93,10 @@ def batch_of(model, item_seq, lengths, targets):
     return Interaction({model.ITEM_SEQ: item_seq, model.ITEM_SEQ_LEN: lengths, model.POS_ITEM_ID: targets})
 
 
+@pytest.mark.parametrize("fusion", FUSIONS)
 @pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
-def test_gradient_reaches_every_parameter(make_model, attention_type):
-    model = make_model(attention_type=attention_type, num_layers=2, hidden_size=32).train()
+def test_gradient_reaches_every_parameter(make_model, attention_type, fusion):
+    model = make_model(attention_type=attention_type, fusion=fusion, num_layers=2, hidden_size=32).train()
     item_seq, lengths = histories([2, 5, MAX_LEN, 7, 1, 4])
     loss = model.calculate_loss(batch_of(model, item_seq, lengths, torch.tensor([1, 2, 3, 4, 5, 6])))
     loss.backward()

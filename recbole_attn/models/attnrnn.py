@@ -97,7 +97,9 @@ class AttnRNN(AttnSequentialRecommender):
             if self.attention_type != "none"
             else None
         )
-        # what reaches the output projection: [context, query], the context, or the query alone
+        # fused vector: [context, query], the context, or (none) the query alone. "concat" always
+        # ends in a linear layer (NARM's B; GRU4Rec's dense layer for none), "context" only when
+        # the fused size differs from the item embedding size.
         if self.pooling is None:
             fused_size = self.hidden_size
         elif self.fusion == "concat":
@@ -107,7 +109,7 @@ class AttnRNN(AttnSequentialRecommender):
         self.fusion_dropout = nn.Dropout(self.dropout_prob)
         self.output_proj = (
             nn.Linear(fused_size, self.embedding_size, bias=False)
-            if fused_size != self.embedding_size or self.fusion == "concat"
+            if self.fusion == "concat" or fused_size != self.embedding_size
             else nn.Identity()
         )
 
@@ -155,7 +157,8 @@ class AttnRNN(AttnSequentialRecommender):
         mask = positions[None, :] < item_seq_len[:, None]  # (B, L)
         if self.pooling is None:
             fused = query
-            weights = (positions[None, :] == item_seq_len[:, None] - 1).to(states.dtype) if need_weights else None
+            last = positions[None, :] == item_seq_len[:, None] - 1
+            weights = last.to(states.dtype) if need_weights else None
         else:
             keys = states if self.attend_over == "hidden" else embedded
             context, weights = self.pooling(query, keys, keys, mask, need_weights=need_weights)

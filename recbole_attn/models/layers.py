@@ -66,7 +66,8 @@ class AttentionPooling(nn.Module):
     * ``additive`` -- Bahdanau et al., 2015: ``v^T tanh(W_q q + W_k k_i)``
     * ``general`` -- Luong et al., 2015: ``q^T W k_i``
     * ``dot`` -- ``q^T k_i / sqrt(d)``
-    * ``linear`` -- self-scoring, no query: ``w^T k_i + b``
+    * ``linear`` -- self-scoring, no query: ``w^T k_i`` (a bias would be the
+      same for every position and cancel in the softmax)
     """
 
     TYPES = ("additive", "general", "dot", "linear")
@@ -85,7 +86,7 @@ class AttentionPooling(nn.Module):
         elif attention_type == "general":
             self.query_proj = nn.Linear(query_size, key_size, bias=False)
         elif attention_type == "linear":
-            self.energy = nn.Linear(key_size, 1)
+            self.energy = nn.Linear(key_size, 1, bias=False)
 
     def attn_scores(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """Unnormalised scores (B, L) of each key for the query (B, Dq)."""
