@@ -20,7 +20,6 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import yaml
 
 import recbole_attn
-from recbole_attn.results import machine, versions, write_json_atomic
+from recbole_attn.results import machine, versions, write_json_atomic, write_text_atomic
 
 #: Config keys that may differ between two runs that are otherwise the same
 #: (RecBole rewrites data_path and train_neg_sample_args in the final config).
@@ -147,18 +146,6 @@ def plain_table(done: dict[str, dict[str, Any]]) -> str:
     rows = [list(COLUMNS)] + [table_row(label, result) for label, result in done.items()]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Like :func:`write_json_atomic`, for the Markdown table."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save(stem: Path, args: argparse.Namespace, done: dict[str, dict[str, Any]], began: float) -> None:

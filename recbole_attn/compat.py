@@ -36,13 +36,14 @@ from __future__ import annotations
 import enum
 import importlib
 import os
-import tempfile
 import types
 import warnings
 from typing import Any
 
 import numpy as np
 import torch
+
+from recbole_attn.atomic import atomic_path
 
 #: numpy names removed in numpy 1.24/2.0 that RecBole 1.2.1 still spells.
 LEGACY_NUMPY_ALIASES: dict[str, Any] = {
@@ -129,20 +130,10 @@ def plain_data(value: Any) -> Any:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temp file in the same folder, then rename: a crash
-    never leaves a truncated checkpoint where a good one was."""
-    path = os.fspath(path)
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
-    os.close(fd)
-    try:
+    """``torch.save`` through a temp file and a rename: a crash never leaves
+    a truncated checkpoint where a good one was."""
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _save_plain_checkpoint(self: Any, epoch: int, verbose: bool = True, **kwargs: Any) -> None:

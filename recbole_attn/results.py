@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import time
 import uuid
 from importlib.metadata import PackageNotFoundError, version
@@ -13,29 +12,18 @@ from typing import Any
 
 import torch
 
+from recbole_attn.atomic import atomic_path
 from recbole_attn.compat import plain_data
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temp file in the same folder and a
-    rename, so readers see the old file or the whole new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make results private to the writer
-        with os.fdopen(fd, "w", newline="") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write ``text`` to ``path`` atomically (see :mod:`recbole_attn.atomic`),
+    flushed to disk before the rename."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    return Path(path)
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:

@@ -8,11 +8,10 @@ models have nothing to draw and appear in the tables only.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from recbole_attn.atomic import atomic_path
 from recbole_attn.bench.report import sort_rows
 
 #: Spread of values beyond which an axis goes logarithmic.
@@ -20,15 +19,8 @@ LOG_SCALE_RATIO = 30
 
 
 def _save_atomic(figure: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
     return path
 
 
