@@ -1,5 +1,7 @@
 """AttnRNN: masking and shapes per scorer, padding invariance, gradients,
-option validation, learning a sequential pattern, and ``run.py`` end to end.
+option validation, all-positions encoding (equal to ``forward`` on every
+prefix, causal, padding-proof), learning a sequential pattern in both train
+modes, and ``run.py`` end to end.
 
 The shared ``conftest.py`` runs every test in a scratch cwd (RecBole writes
 ``saved/`` and ``log_tensorboard/`` there) and provides the tiny datasets.
@@ -19,7 +21,9 @@ from recbole.data.interaction import Interaction
 import recbole_attn
 from recbole_attn.config import AttnConfig
 from recbole_attn.errors import UsageError
-from recbole_attn.models.attnrnn import ATTENTION_TYPES, FUSIONS, AttnRNN
+from recbole_attn.models.attnrnn import ATTEND_OVER, ATTENTION_TYPES, FUSIONS, AttnRNN
+from recbole_attn.models.base import TARGET_SEQ_FIELD
+from recbole_attn.models.layers import AttentionPooling
 
 RUN_PY = Path(__file__).resolve().parents[1] / "run.py"
 QUIET = {"state": "WARNING", "show_progress": False}
@@ -133,21 +137,150 @@ def test_invalid_options_are_rejected(make_model, options, bad):
         make_model(**options)
 
 
-def test_learns_a_sequential_pattern(pattern_root):
+@pytest.mark.parametrize(
+    "train_mode, options",
+    [
+        ("prefix", {"train_batch_size": 128}),
+        # 300 users x 19 targets = 300 windows: batches of 32 give 10 steps per epoch
+        ("all_positions", {"train_batch_size": 32}),
+    ],
+)
+def test_learns_a_sequential_pattern(pattern_root, train_mode, options):
     result = recbole_attn.run(
         "AttnRNN",
         "pattern",
         config_dict={
             "data_path": str(pattern_root),
             "epochs": 5,
-            "train_batch_size": 128,
             "learning_rate": 0.005,
+            "train_mode": train_mode,
+            **options,
             **QUIET,
         },
         write_results=False,
     )
     # random ranking of 60 items: NDCG@10 ~ 0.07
     assert result["test"]["ndcg@10"] > 0.5
+
+
+# -- all positions: encode() -------------------------------------------------
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("attend_over", ATTEND_OVER)
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_encode_equals_forward_on_every_prefix(make_model, attention_type, attend_over, fusion):
+    """Position t of one all-positions pass is forward() of the prefix ending
+    at t, so both train modes fit the same function."""
+    model = make_model(attention_type=attention_type, attend_over=attend_over, fusion=fusion)
+    item_seq, lengths = histories([1, 3, MAX_LEN, 5])
+    with torch.no_grad():
+        encoded = model.encode(item_seq, lengths)
+        assert encoded.shape == (4, MAX_LEN, model.embedding_size)
+        torch.testing.assert_close(encoded[torch.arange(4), lengths - 1], model(item_seq, lengths))
+        for t in range(MAX_LEN):
+            prefix_lengths = lengths.clamp(max=t + 1)
+            keep = lengths > t  # rows where position t is valid
+            prefix = model(item_seq[:, : t + 1] * (torch.arange(t + 1) < prefix_lengths[:, None]), prefix_lengths)
+            torch.testing.assert_close(encoded[keep, t], prefix[keep], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_encode_has_no_future_leakage(make_model, attention_type, rnn_type):
+    model = make_model(attention_type=attention_type, rnn_type=rnn_type, num_layers=2)
+    item_seq, lengths = histories([MAX_LEN, MAX_LEN, 6])
+    with torch.no_grad():
+        encoded = model.encode(item_seq, lengths)
+        for t in range(MAX_LEN - 1):
+            changed = item_seq.clone()
+            changed[:, t + 1] = changed[:, t + 1] % (model.n_items - 1) + 1  # another real item
+            after = model.encode(changed, lengths)
+            assert torch.equal(after[:, : t + 1], encoded[:, : t + 1]), t
+            assert not torch.allclose(after[:2, t + 1], encoded[:2, t + 1]), t
+
+
+@pytest.mark.parametrize("attend_over", ATTEND_OVER)
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_encode_ignores_padding_and_batch_neighbours(make_model, attention_type, attend_over):
+    model = make_model(attention_type=attention_type, attend_over=attend_over, num_layers=2)
+    item_seq, lengths = histories([3, MAX_LEN, 6])
+    padding = torch.arange(MAX_LEN)[None, :] >= lengths[:, None]
+    garbage = item_seq.clone()
+    garbage[padding] = torch.randint(1, model.n_items, (int(padding.sum()),))
+    with torch.no_grad():
+        alone = model.encode(item_seq[:1, :3], lengths[:1])  # no padding at all
+        batched = model.encode(item_seq, lengths)  # padded to MAX_LEN beside longer histories
+        noisy = model.encode(garbage, lengths)  # real items where padding should be
+    torch.testing.assert_close(batched[:1, :3], alone, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(noisy[~padding], batched[~padding], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_encode_weights_are_causal_distributions(make_model, attention_type):
+    model = make_model(attention_type=attention_type)
+    item_seq, lengths = histories([2, MAX_LEN])
+    with torch.no_grad():
+        _, weights = model.encode(item_seq, lengths, need_weights=True)
+        last = model.attention_weights(item_seq, lengths)
+    assert weights.shape == (2, MAX_LEN, MAX_LEN)
+    assert (weights.triu(diagonal=1) == 0).all()  # exactly zero on later positions
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, MAX_LEN))
+    torch.testing.assert_close(weights[torch.arange(2), lengths - 1], last)
+
+
+@pytest.mark.parametrize("loss_type", ["CE", "SSM", "BPR"])
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_all_positions_gradient_reaches_every_parameter(make_model, attention_type, loss_type):
+    model = make_model(attention_type=attention_type, num_layers=2, hidden_size=32, loss_type=loss_type,
+                       num_negatives=8).train()
+    item_seq, lengths = histories([2, 5, MAX_LEN, 1])
+    targets, _ = histories([2, 5, MAX_LEN, 1], seed=1)  # a next item at every valid position, 0 on padding
+    batch = Interaction({model.ITEM_SEQ: item_seq, model.ITEM_SEQ_LEN: lengths, TARGET_SEQ_FIELD: targets})
+    loss = model.calculate_loss(batch)
+    assert torch.isfinite(loss)
+    loss.backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+        assert torch.isfinite(param.grad).all(), name
+
+
+def test_all_positions_loss_is_the_mean_prefix_loss(make_model):
+    """The all-positions loss of a window equals RecBole's prefix-row loss
+    averaged over the window's targets (same function, one pass)."""
+    model = make_model(attention_type="additive")
+    item_seq, lengths = histories([MAX_LEN, 4])
+    targets, _ = histories([MAX_LEN, 4], seed=1)
+    batch = Interaction({model.ITEM_SEQ: item_seq, model.ITEM_SEQ_LEN: lengths, TARGET_SEQ_FIELD: targets})
+    rows = [(b, t) for b in range(2) for t in range(int(lengths[b]))]
+    prefix_seq = torch.stack([item_seq[b] * (torch.arange(MAX_LEN) <= t) for b, t in rows])
+    prefix = batch_of(model, prefix_seq, torch.tensor([t + 1 for _, t in rows]),
+                      torch.stack([targets[b, t] for b, t in rows]))
+    with torch.no_grad():
+        torch.testing.assert_close(model.calculate_loss(batch), model.calculate_loss(prefix))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("attention_type", AttentionPooling.TYPES)
+def test_pooling_on_cuda_matches_cpu(attention_type, dtype):
+    """CUDA picks other SDPA kernels (and must differentiate through the float
+    logits of additive/linear, with zero-width query/key): same values, finite
+    gradients, under bf16 autocast too."""
+    torch.manual_seed(0)
+    pool = AttentionPooling(attention_type, 16, 16, 16)
+    states = torch.randn(4, MAX_LEN, 16)
+    expected, _ = pool(states, states, states, causal=True)
+    pool_cuda, states_cuda = pool.cuda(), states.cuda().requires_grad_()
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype is torch.bfloat16):
+        context, weights = pool_cuda(states_cuda, states_cuda, states_cuda, causal=True, need_weights=True)
+    context.float().square().sum().backward()
+    tolerance = 1e-5 if dtype is torch.float32 else 5e-2
+    torch.testing.assert_close(context.float().cpu(), expected, atol=tolerance, rtol=tolerance)
+    assert (weights.triu(diagonal=1) == 0).all()
+    for param in [*pool_cuda.parameters(), states_cuda]:
+        grad = param.grad
+        assert grad is not None and torch.isfinite(grad).all()
 
 
 def test_run_py_end_to_end(ml100k_root, tmp_path):

@@ -32,6 +32,16 @@ Note:
     but ran 7x slower per batch on CPU (its per-step path loses the fused
     kernel), for little saved work when most histories fill the window.
 
+    ``train_mode: all_positions`` (``supports_all_positions``): one RNN pass
+    gives the state at every position, each state queries the positions up
+    to its own (a causal mask), and the loss is taken at every position, as
+    GRU4Rec trains with a loss at every step of a session. ``encode`` at
+    position t equals ``forward`` on the prefix ending at t, so the two modes
+    train the same function; all positions just encodes a history once
+    instead of once per prefix. The ``additive`` scorer then builds a
+    (B, L, L, attention_size) tensor (``layers.AttentionPooling``); the
+    default batch of 128 windows keeps that near 100 MB at L = 50.
+
     Symbols of NARM's paper map to
     names here: ``A_1``/``A_2``/``v`` -> ``AttentionPooling.key_proj``/
     ``query_proj``/``energy``; ``B`` -> ``output_proj``.
@@ -56,6 +66,8 @@ FUSIONS = ("concat", "context")
 class AttnRNN(AttnSequentialRecommender):
     """Recurrent encoder + attention pooling; the user vector is scored
     against the (tied) item embedding table."""
+
+    supports_all_positions = True
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
@@ -141,34 +153,60 @@ class AttnRNN(AttnSequentialRecommender):
         """(B, L, E) dropped-out item embeddings and (B, L, H) RNN states.
         RecBole pads on the right and the RNN runs forward, so the state at a
         valid position has read no padding; states at padded positions are
-        never used (masked in attention, never gathered as the query)."""
+        never used (masked or causally hidden in attention, never a kept query)."""
         embedded = self.emb_dropout(self.item_embedding(item_seq))
         states, _ = self.rnn(embedded)
         return embedded, states
 
     def _represent(
-        self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, need_weights: bool = False
+        self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, all_positions: bool, need_weights: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """User vectors (B, E) and, with ``need_weights``, the weight (B, L) of
-        each history position in them (one-hot on the last item for ``none``)."""
+        """User vectors (B, Lq, E) and, with ``need_weights``, the weight
+        (B, Lq, L) of each history position in them.
+
+        One code path for both modes: ``all_positions`` makes the state at
+        every position a query (Lq = L) that attends causally, to positions
+        <= its own; otherwise the last valid state is the one query (Lq = 1)
+        and a key mask hides padding. The vector at position t of the first is
+        the second's for the prefix ending at t. Under the causal mask alone,
+        queries at padded positions see padding, but their vectors are never
+        used (their targets are padding)."""
         embedded, states = self.encode_history(item_seq)
-        query = self.gather_indexes(states, item_seq_len - 1)  # (B, H) last valid state
-        positions = torch.arange(item_seq.shape[1], device=item_seq.device)
-        mask = positions[None, :] < item_seq_len[:, None]  # (B, L)
-        if self.pooling is None:
+        length = item_seq.shape[1]
+        positions = torch.arange(length, device=item_seq.device)
+        if all_positions:
+            query, key_mask = states, None  # (B, L, H)
+        else:
+            query = self.gather_indexes(states, item_seq_len - 1)[:, None]  # (B, 1, H) last valid state
+            key_mask = positions[None, :] < item_seq_len[:, None]  # (B, L)
+        weights = None
+        if self.pooling is None:  # the query alone: all weight on the query's own position
             fused = query
-            last = positions[None, :] == item_seq_len[:, None] - 1
-            weights = last.to(states.dtype) if need_weights else None
+            if need_weights:
+                own = positions[:, None] if all_positions else (item_seq_len - 1)[:, None, None]
+                weights = (positions == own).to(states.dtype).expand(item_seq.shape[0], -1, -1)
         else:
             keys = states if self.attend_over == "hidden" else embedded
-            context, weights = self.pooling(query, keys, keys, mask, need_weights=need_weights)
+            context, weights = self.pooling(
+                query, keys, keys, key_mask=key_mask, causal=all_positions, need_weights=need_weights
+            )
             fused = torch.cat([context, query], dim=-1) if self.fusion == "concat" else context
         return self.output_proj(self.fusion_dropout(fused)), weights
 
     def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
-        return self._represent(item_seq, item_seq_len)[0]
+        """(B, E) user vector from the last valid position's state."""
+        return self._represent(item_seq, item_seq_len, all_positions=False)[0][:, 0]
+
+    def encode(
+        self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, need_weights: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, E) user vector at every position from one RNN pass; position
+        t sees items <= t and equals :meth:`forward` of the prefix ending at t.
+        With ``need_weights``, also the (B, L, L) causal pooling weights."""
+        user, weights = self._represent(item_seq, item_seq_len, all_positions=True, need_weights=need_weights)
+        return (user, weights) if need_weights else user
 
     def attention_weights(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
         """(B, L) weight of each history position in the user vector; sums
         to 1 over valid positions, exactly 0 on padding."""
-        return self._represent(item_seq, item_seq_len, need_weights=True)[1]
+        return self._represent(item_seq, item_seq_len, all_positions=False, need_weights=True)[1][:, 0]

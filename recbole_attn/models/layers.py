@@ -26,21 +26,34 @@ def attend(
     scale: float | None = None,
     dropout_p: float = 0.0,
     need_weights: bool = False,
+    bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``softmax(query key^T * scale + mask) value`` over the last two dims.
+    """``softmax(query key^T * scale + bias + mask) value`` over the last two dims.
 
     query (B, h, Lq, d), key (B, h, Lk, d), value (B, h, Lk, dv);
-    key_mask (B, Lk) bool, True where a key may be attended to. With only
-    ``causal`` the fused causal kernel runs; with both, one boolean mask.
-    Returns the output (B, h, Lq, dv) and, if ``need_weights``, the weights
-    (B, h, Lq, Lk), computed without dropout.
+    key_mask (B, Lk) bool, True where a key may be attended to; ``bias``
+    float logits broadcastable to (B, h, Lq, Lk), added to the scores. A
+    scorer that is not a dot product (additive, linear) passes its logits as
+    ``bias`` with zero-width query/key: SDPA adds them as a float mask and
+    differentiates through it, so every scorer shares this one softmax.
+    With only ``causal`` the fused causal kernel runs; otherwise causal,
+    key mask and bias become one mask (SDPA refuses ``attn_mask`` together
+    with ``is_causal``). Returns the output (B, h, Lq, dv) and, if
+    ``need_weights``, the weights (B, h, Lq, Lk), computed without dropout.
     """
-    attn_mask = None
+    allowed = None  # bool, broadcastable to (B, h, Lq, Lk): where attention may look
     if key_mask is not None:
-        attn_mask = key_mask[:, None, None, :]  # (B, 1, 1, Lk)
-        if causal:
-            lq, lk = query.shape[-2], key.shape[-2]
-            attn_mask = attn_mask & torch.ones(lq, lk, dtype=torch.bool, device=query.device).tril()
+        allowed = key_mask[:, None, None, :]  # (B, 1, 1, Lk)
+    if causal and (allowed is not None or bias is not None):
+        lq, lk = query.shape[-2], key.shape[-2]
+        tril = torch.ones(lq, lk, dtype=torch.bool, device=query.device).tril()
+        allowed = tril if allowed is None else allowed & tril
+    if bias is None:
+        attn_mask = allowed
+    elif allowed is None:
+        attn_mask = bias
+    else:
+        attn_mask = torch.where(allowed, bias, float("-inf"))
     is_causal = causal and attn_mask is None
     out = F.scaled_dot_product_attention(
         query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
@@ -48,8 +61,8 @@ def attend(
     weights = None
     if need_weights:
         lk = key.shape[-2]
-        identity = torch.eye(lk, dtype=query.dtype, device=query.device)
-        identity = identity.expand(*key.shape[:-2], lk, lk)
+        identity = torch.eye(lk, dtype=value.dtype, device=value.device)
+        identity = identity.expand(*value.shape[:-2], lk, lk)
         weights = F.scaled_dot_product_attention(
             query, key, identity, attn_mask=attn_mask, is_causal=is_causal, scale=scale
         )
@@ -57,16 +70,22 @@ def attend(
 
 
 class AttentionPooling(nn.Module):
-    """One query attends over a masked sequence of keys/values: the pooling
-    step of the attention-RNN family.
+    """Queries attend over a sequence of keys/values: the pooling step of the
+    attention-RNN family. One query per history (the last RNN state) pools
+    the whole masked history; with ``causal`` the RNN state at every position
+    is a query that sees only keys at positions <= its own, which gives all
+    positions' pooled vectors in one call (all-positions training).
 
-    Scorers (logits over positions, then :func:`attend` does masking,
-    softmax and the weighted sum):
+    Scorers (logits of query i for key j; :func:`attend` does the masking,
+    softmax and weighted sum for all of them):
 
-    * ``additive`` -- Bahdanau et al., 2015: ``v^T tanh(W_q q + W_k k_i)``
-    * ``general`` -- Luong et al., 2015: ``q^T W k_i``
-    * ``dot`` -- ``q^T k_i / sqrt(d)``
-    * ``linear`` -- self-scoring, no query: ``w^T k_i`` (a bias would be the
+    * ``additive`` -- Bahdanau et al., 2015: ``v^T tanh(W_q q_i + W_k k_j)``.
+      Not a dot product, so the (B, Lq, Lk, attention_size) tanh tensor is
+      materialised: with Lq = Lk = L (all positions) that is L times the
+      one-query memory
+    * ``general`` -- Luong et al., 2015: ``q_i^T W k_j`` (SDPA on ``W q``)
+    * ``dot`` -- ``q_i^T k_j / sqrt(d)`` (plain SDPA)
+    * ``linear`` -- self-scoring, no query: ``w^T k_j`` (a bias would be the
       same for every position and cancel in the softmax)
     """
 
@@ -88,34 +107,47 @@ class AttentionPooling(nn.Module):
         elif attention_type == "linear":
             self.energy = nn.Linear(key_size, 1, bias=False)
 
-    def attn_scores(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """Unnormalised scores (B, L) of each key for the query (B, Dq)."""
+    def sdpa_inputs(
+        self, query: torch.Tensor, keys: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor | None]:
+        """What :func:`attend` needs to score queries (B, Lq, Dq) against keys
+        (B, Lk, Dk): (B, 1, Lq, d) query, (B, 1, Lk, d) key, scale and the
+        float logits (broadcastable to (B, 1, Lq, Lk)) of non-dot scorers."""
+        if self.attention_type in ("general", "dot"):
+            if self.attention_type == "general":
+                query = self.query_proj(query)
+            scale = self.scale if self.attention_type == "dot" else 1.0
+            return query[:, None], keys[:, None], scale, None
         if self.attention_type == "additive":
-            hidden = torch.tanh(self.query_proj(query).unsqueeze(1) + self.key_proj(keys))
-            return self.energy(hidden).squeeze(-1)
-        if self.attention_type == "linear":
-            return self.energy(keys).squeeze(-1)
-        if self.attention_type == "general":
-            query = self.query_proj(query)
-        return torch.einsum("bd,bld->bl", query, keys) * (self.scale if self.attention_type == "dot" else 1.0)
+            # (B, Lq, 1, A) + (B, 1, Lk, A) -> (B, Lq, Lk, A) -> (B, 1, Lq, Lk)
+            energy = torch.tanh(self.query_proj(query)[:, :, None] + self.key_proj(keys)[:, None])
+            logits = self.energy(energy).squeeze(-1)[:, None]
+        else:  # linear: one logit per key, the same for every query
+            logits = self.energy(keys).squeeze(-1)[:, None, None]  # (B, 1, 1, Lk)
+        # zero-width query/key: their dot products are 0, so the scores are the logits alone
+        no_query = query.new_zeros(query.shape[0], 1, query.shape[1], 0)  # (B, 1, Lq, 0)
+        no_key = keys.new_zeros(keys.shape[0], 1, keys.shape[1], 0)  # (B, 1, Lk, 0)
+        return no_query, no_key, 1.0, logits
 
     def forward(
         self,
         query: torch.Tensor,
         keys: torch.Tensor,
         values: torch.Tensor,
-        mask: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        causal: bool = False,
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Context (B, Dv) and pooling weights (B, L) (zero on padding)."""
-        logits = self.attn_scores(query, keys)  # (B, L)
-        # softmax(1 * logit_i) over masked positions, as one SDPA call
-        ones = logits.new_ones(logits.shape[0], 1, 1, 1)
+        """Contexts (B, Lq, Dv) of queries (B, Lq, Dq) over keys (B, Lk, Dk)
+        and values (B, Lk, Dv), and, with ``need_weights``, the pooling
+        weights (B, Lq, Lk): zero where ``key_mask`` (B, Lk) is False and,
+        with ``causal``, on keys after the query's position."""
+        q, k, scale, logits = self.sdpa_inputs(query, keys)
         context, weights = attend(
-            ones, logits[:, None, :, None], values[:, None], key_mask=mask, scale=1.0, need_weights=need_weights
+            q, k, values[:, None], key_mask=key_mask, causal=causal, scale=scale, need_weights=need_weights,
+            bias=logits,
         )
-        pool_weights = weights[:, 0, 0] if weights is not None else None
-        return context[:, 0, 0], pool_weights
+        return context[:, 0], weights[:, 0] if weights is not None else None
 
 
 class CausalSelfAttention(nn.Module):
