@@ -8,7 +8,9 @@ Two files per run, both written atomically (temp file + rename):
   everything needed to go on as if the process had never stopped: weights,
   optimizer, epoch, early-stopping state, best result so far, the RNG states
   of torch (CPU and CUDA), numpy and ``random``, the training loader's own
-  shuffling generator, the per-epoch curve, and the path of the best file.
+  shuffling generator, the per-epoch curve, and the path of the best file;
+  under DDP rank 0 writes it, with every process's RNG states, so that a
+  resumed run with the same ``nproc`` draws what each process would have.
 
 The last checkpoint is written once epoch ``e`` is completely done (trained,
 validated, best file updated), at the moment the trainer's loop comes round
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from recbole_attn import distributed
 from recbole_attn.compat import atomic_torch_save, plain_data
 from recbole_attn.errors import UsageError
 
@@ -147,7 +150,10 @@ class LastCheckpoint:
         trainer = self.trainer
         if self.last_epoch is None or (self.saved_epoch == self.last_epoch and not finished):
             return
-        if not trainer.config["single_spec"] and trainer.config["local_rank"] != 0:
+        rng = rng_states()
+        per_rank = distributed.gather_to_rank_zero(rng) if distributed.world_size() > 1 else None
+        if not distributed.is_rank_zero():  # one writer per run, not one per machine
+            self.saved_epoch = self.last_epoch
             return
         generator = _loader_generator(self.train_data)
         state = {
@@ -162,7 +168,8 @@ class LastCheckpoint:
             "state_dict": trainer.model.state_dict(),
             "other_parameter": trainer.model.other_parameter(),
             "optimizer": trainer.optimizer.state_dict(),
-            "rng": rng_states(),
+            "rng": rng,
+            "rng_per_rank": per_rank,  # DDP: each process's own (dropout masks differ per rank)
             "loader_rng": generator.get_state() if generator is not None else None,
             "extra": plain_data(self.extra()),
         }
@@ -226,7 +233,9 @@ def resume_training(trainer: Any, path: str | os.PathLike, train_data: Any) -> d
     trainer.cur_step = state["cur_step"]
     trainer.best_valid_score = state["best_valid_score"]
     trainer.best_valid_result = state["best_valid_result"]
-    set_rng_states(state["rng"])
+    per_rank = state.get("rng_per_rank")
+    same_world = per_rank is not None and len(per_rank) == distributed.world_size()
+    set_rng_states(per_rank[distributed.rank()] if same_world else state["rng"])
     generator = _loader_generator(train_data)
     if generator is not None and state["loader_rng"] is not None:
         generator.set_state(state["loader_rng"])

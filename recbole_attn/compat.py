@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from recbole_attn.atomic import atomic_path
+from recbole_attn.distributed import is_rank_zero
 
 #: numpy names removed in numpy 1.24/2.0 that RecBole 1.2.1 still spells.
 LEGACY_NUMPY_ALIASES: dict[str, Any] = {
@@ -138,7 +139,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 def _save_plain_checkpoint(self: Any, epoch: int, verbose: bool = True, **kwargs: Any) -> None:
     """``Trainer._save_checkpoint`` that stores only plain data, atomically."""
-    if not self.config["single_spec"] and self.config["local_rank"] != 0:
+    if not is_rank_zero():  # RecBole checks local_rank: one writer per machine, not per run
         return
     saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
     state = {

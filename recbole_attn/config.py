@@ -12,6 +12,9 @@ Differences from RecBole's ``Config`` that a user relies on:
 * ``data_path`` given by the user is honoured for ``ml-100k`` too (RecBole
   always redirects it to the copy in its wheel, which stays the default);
 * ``device`` may be forced (``cpu``, ``cuda``, ``cuda:1``);
+* a process started by :func:`recbole_attn.distributed.spawn` gets its device
+  from :func:`~recbole_attn.distributed.process_device` (gloo on CPU too),
+  not from RecBole's NCCL-and-CUDA-only ``_init_device``;
 * ``loss_type: BPR`` without ``train_neg_sample_args`` gets one uniform
   negative instead of failing later for the lack of one.
 """
@@ -26,8 +29,9 @@ import torch
 from recbole.config import Config
 from recbole.utils import InputType
 
-from recbole_attn import registry
-from recbole_attn.errors import UsageError, check_choice
+from recbole_attn import distributed, registry
+from recbole_attn.errors import UsageError, check_choice, check_positive
+from recbole_attn.evaluation import CHUNK_SIZE_KEY, check_chunk_size
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -41,6 +45,14 @@ PROJECT_DEFAULTS: dict[str, Any] = {
     "output_dir": "results",
     "time_budget": None,
     "resume": None,
+    # multi-process training (RecBole's keys; see docs/reliability.md)
+    "nproc": 1,
+    "world_size": -1,
+    "offset": 0,
+    "ip": None,
+    "port": None,
+    "backend": None,
+    "eval_item_chunk_size": None,
 }
 
 
@@ -76,8 +88,10 @@ class AttnConfig(Config):
         config_file_list: Sequence[str] | None = None,
         config_dict: dict[str, Any] | None = None,
         cmd_args: Sequence[str] = (),
+        overrides: dict[str, Any] | None = None,
     ) -> None:
         self._cmd_args = list(cmd_args)
+        self._overrides = dict(overrides or {})  # set by the runner (a process's rank): above everything
         for file in config_file_list or ():
             if not os.path.isfile(file):
                 raise UsageError(f"config file {file!r} does not exist")
@@ -86,7 +100,7 @@ class AttnConfig(Config):
         self._validate_project_options()
 
     def _load_cmd_line(self) -> dict[str, Any]:
-        return self._convert_config_dict(parse_cmd_args(self._cmd_args))
+        return {**self._convert_config_dict(parse_cmd_args(self._cmd_args)), **self._overrides}
 
     def _load_internal_config_dict(self, model: str, model_class: type, dataset: str) -> None:
         super()._load_internal_config_dict(model, model_class, dataset)
@@ -114,6 +128,11 @@ class AttnConfig(Config):
             self.final_config_dict["data_path"] = os.path.join(user_path, self.dataset)
 
     def _init_device(self) -> None:
+        if "local_rank" in self._overrides:  # one process of a multi-process run
+            distributed.process_device(self.final_config_dict)
+            return
+        if "local_rank" in self.final_config_dict:  # RecBole would start NCCL on CUDA right here
+            raise UsageError("local_rank is set by the runner for each process it starts; set nproc instead")
         requested = self.external_config_dict.get("device")
         if requested is not None and str(requested).startswith("cuda") and not torch.cuda.is_available():
             raise UsageError(f"device={requested!r} asked for, but CUDA is not available; use device=cpu")
@@ -129,3 +148,5 @@ class AttnConfig(Config):
             check_choice(key, self.final_config_dict.get(key), choices)
         if not isinstance(self.final_config_dict.get("filter_seen"), bool):
             raise UsageError(f"filter_seen must be True or False, got {self.final_config_dict.get('filter_seen')!r}")
+        check_positive("nproc", self.final_config_dict.get("nproc"))
+        check_chunk_size(self.final_config_dict.get(CHUNK_SIZE_KEY))

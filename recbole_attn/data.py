@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from recbole.data.interaction import Interaction
 
+from recbole_attn import distributed
+from recbole_attn.errors import UsageError
 from recbole_attn.models.base import TARGET_SEQ_FIELD
 
 
@@ -77,12 +79,26 @@ def window_rows(
 
 class AllPositionsLoader:
     """Training batches of sequence windows with a target at every position,
-    built once from a RecBole training loader; iterates like it."""
+    built once from a RecBole training loader; iterates like it.
 
-    def __init__(self, config: Any, train_data: Any) -> None:
+    Under DDP (``world_size > 1``) every process holds all rows but serves a
+    disjoint share of each *global* batch of ``train_batch_size`` rows: the
+    global batches are those a single process would form, cut into
+    ``world_size`` near-equal parts, so every process runs the same number of
+    steps (DDP's all-reduce never waits for a process that ran out) and the
+    effective batch is ``train_batch_size``, as in RecBole's prefix loaders.
+    The shuffle is drawn from ``seed + epoch`` (:meth:`set_epoch`), the same
+    on every process and the same again after a resume. A single process
+    keeps shuffling with the global torch RNG, as before.
+    """
+
+    def __init__(self, config: Any, train_data: Any, rank: int | None = None, world_size: int | None = None) -> None:
         self.dataset = train_data.dataset  # RecBole's trainer reads counts from it
         self.batch_size = config["train_batch_size"]
         self.shuffle = bool(config["shuffle"])
+        self.rank = distributed.rank() if rank is None else rank
+        self.world_size = distributed.world_size() if world_size is None else world_size
+        self.seed, self.epoch = config["seed"], 0
         dataset = self.dataset
         rows = window_rows(*training_sequences(dataset), config["MAX_ITEM_LIST_LENGTH"])
         self.fields = {
@@ -91,16 +107,39 @@ class AllPositionsLoader:
             dataset.item_list_length_field: rows["item_seq_len"],
             TARGET_SEQ_FIELD: rows["targets"],
         }
-        self.num_rows = len(rows["user"])
+        self.num_rows = len(rows["user"])  # all processes' rows, as are the counts below
         self.num_targets = int((rows["targets"] > 0).sum())
+        if self.num_rows < self.world_size:
+            raise UsageError(f"{self.num_rows} training windows cannot be shared by {self.world_size} processes; "
+                             f"use a smaller nproc")
+        batches = math.ceil(self.num_rows / self.batch_size)
+        if batches > 1 and self.num_rows - (batches - 1) * self.batch_size < self.world_size:
+            batches -= 1  # a tail too short for one row per process joins the batch before it
+        self.num_batches = batches
 
     def __len__(self) -> int:
-        return math.ceil(self.num_rows / self.batch_size)
+        return self.num_batches
+
+    def set_epoch(self, epoch: int) -> None:
+        """Shuffle of the coming epoch, when shared by several processes."""
+        self.epoch = epoch
+
+    def _order(self) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.num_rows)
+        if self.world_size == 1:
+            return torch.randperm(self.num_rows)
+        return torch.randperm(self.num_rows, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+
+    def batch_indices(self) -> list[torch.Tensor]:
+        """Row indices of this process's batches in the current epoch."""
+        order = self._order()
+        bounds = [k * self.batch_size for k in range(self.num_batches)] + [self.num_rows]
+        return [torch.tensor_split(order[start:end], self.world_size)[self.rank]
+                for start, end in zip(bounds[:-1], bounds[1:])]
 
     def __iter__(self):
-        order = torch.randperm(self.num_rows) if self.shuffle else torch.arange(self.num_rows)
-        for start in range(0, self.num_rows, self.batch_size):
-            index = order[start : start + self.batch_size]
+        for index in self.batch_indices():
             yield Interaction({name: column[index] for name, column in self.fields.items()})
 
 

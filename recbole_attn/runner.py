@@ -1,6 +1,10 @@
 """One experiment: config -> RecBole dataset and loaders -> model -> trainer
 -> results dict (and an atomically written JSON). The CLI, the tests and the
-benchmarks all come through :func:`run`."""
+benchmarks all come through :func:`run`. With ``nproc > 1`` (or a
+``world_size`` spanning machines) :func:`run` starts that many processes
+through :mod:`recbole_attn.distributed`, each runs the same experiment on its
+share of the data, rank 0 writes the files, and the parent returns rank 0's
+results dict."""
 from __future__ import annotations
 
 import logging
@@ -13,6 +17,7 @@ from typing import Any
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_trainer, init_seed
 
+from recbole_attn import distributed
 from recbole_attn.checkpoint import LastCheckpoint, find_last_checkpoint, resume_training
 from recbole_attn.compat import plain_data
 from recbole_attn.config import AttnConfig
@@ -33,7 +38,8 @@ class BudgetExhausted(Exception):
 class EpochClock:
     """Records, per epoch, the training and validation wall times and the
     validation result, by wrapping the trainer's own epoch methods; stops
-    fitting between epochs once ``budget`` seconds are spent."""
+    fitting between epochs once ``budget`` seconds are spent (rank 0's clock
+    decides for every process, so all stop after the same epoch)."""
 
     def __init__(self, trainer: Any, budget: float | None = None) -> None:
         self.curve: list[dict[str, Any]] = []
@@ -43,11 +49,13 @@ class EpochClock:
 
         def timed_train_epoch(*args: Any, **kwargs: Any) -> Any:
             began = time.perf_counter()
-            if budget is not None and self.curve and began - self.start >= budget:
+            if budget is not None and distributed.from_rank_zero(bool(self.curve) and began - self.start >= budget):
                 raise BudgetExhausted
             out = train_epoch(*args, **kwargs)
             self._train_seconds = time.perf_counter() - began
-            self.curve.append({"epoch": len(self.curve), "train_seconds": self._train_seconds})
+            loss = sum(out) if isinstance(out, tuple) else out  # RecBole: a tuple for multi-part losses
+            self.curve.append({"epoch": len(self.curve), "train_seconds": self._train_seconds,
+                               "train_loss": float(loss) if loss is not None else None})
             return out
 
         def timed_valid_epoch(*args: Any, **kwargs: Any) -> Any:
@@ -85,13 +93,14 @@ def build_trainer(config: AttnConfig, model: Any) -> Any:
     """Our trainer for plugin models; RecBole's own choice for its models,
     so baselines train exactly as in RecBole. The checkpoint name gets a
     random tag: RecBole's is ``<Model>-<time to the second>.pth``, which two
-    runs started in the same second would share (and overwrite)."""
+    runs started in the same second would share (and overwrite); every
+    process of a multi-process run uses rank 0's name."""
     if isinstance(model, AttnSequentialRecommender):
         trainer = AttnTrainer(config, model)
     else:
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     stem, suffix = os.path.splitext(trainer.saved_model_file)
-    trainer.saved_model_file = f"{stem}-{uuid.uuid4().hex[:6]}{suffix}"
+    trainer.saved_model_file = distributed.from_rank_zero(f"{stem}-{uuid.uuid4().hex[:6]}{suffix}")
     return trainer
 
 
@@ -108,9 +117,36 @@ def run(
     Returns the results dict: metrics, best epoch, per-epoch curve, times,
     final config, versions and machine; when ``write_results`` it is also
     saved as JSON under ``output_dir`` and its path is in ``results_file``.
+    ``nproc``/``world_size`` > 1: the processes are started here and this
+    returns what rank 0 returned (see :mod:`recbole_attn.distributed`).
     """
     began = time.perf_counter()
     config = AttnConfig(model, dataset, config_files, config_dict, cmd_args)
+    launch = distributed.plan(config)
+    if launch is None:
+        return _run_config(config, began, write_results)
+    check_dataset_files(config)  # a bad dataset fails here, once, before any process starts
+    return distributed.spawn(launch, _run_process, model, dataset, config_files, config_dict, cmd_args,
+                             write_results=write_results)
+
+
+def _run_process(
+    model: str | type,
+    dataset: str,
+    config_files: Sequence[str] | None,
+    config_dict: dict[str, Any] | None,
+    cmd_args: Sequence[str],
+    write_results: bool,
+    overrides: dict[str, Any],
+) -> dict[str, Any]:
+    """One process of a multi-process run (``overrides``: its rank, the port)."""
+    began = time.perf_counter()
+    config = AttnConfig(model, dataset, config_files, config_dict, cmd_args, overrides=overrides)
+    return _run_config(config, began, write_results)
+
+
+def _run_config(config: AttnConfig, began: float, write_results: bool) -> dict[str, Any]:
+    """The experiment :func:`run` describes, in this process."""
     _configure_logging(config["state"])
     check_dataset_files(config)
     init_seed(config["seed"], config["reproducibility"])
@@ -119,16 +155,22 @@ def run(
     train_data, valid_data, test_data = data_preparation(config, data)
     if config["filter_seen"]:
         attach_seen_filters(train_data, valid_data, test_data)
+    parallel = not config["single_spec"]
+    if parallel:  # each user evaluated once, by one process
+        distributed.shard_evaluation(valid_data)
+        distributed.shard_evaluation(test_data)
     data_seconds = time.perf_counter() - began
 
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    init_seed(config["seed"] + distributed.rank(), config["reproducibility"])  # RecBole: + local_rank, per machine
     model_class = config.model_class
     recommender = model_class(config, train_data.dataset).to(config["device"])
     logger.info(recommender)
     trainer = build_trainer(config, recommender)
+    if parallel:
+        distributed.gather_evaluation(trainer)
     clock = EpochClock(trainer, config["time_budget"])
     last = LastCheckpoint(trainer, train_data, extra=lambda: {"curve": clock.curve})
-    resume_file = _resume_file(config)
+    resume_file = distributed.from_rank_zero(_resume_file(config))
     finished = False
     if resume_file:
         state = resume_training(trainer, resume_file, train_data)
@@ -151,6 +193,7 @@ def run(
         raise NonFiniteLossError(_diverged_message(error, last)) from None
     best_valid_score, best_valid = trainer.best_valid_score, trainer.best_valid_result
     fit_seconds = time.perf_counter() - fit_began
+    distributed.barrier()  # rank 0 has finished writing the best model the test reloads
     test_began = time.perf_counter()
     test = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
     test_seconds = time.perf_counter() - test_began
@@ -185,11 +228,14 @@ def run(
         "checkpoint": trainer.saved_model_file,
         "last_checkpoint": last.path,
         "resumed_from": resume_file,
+        "world_size": distributed.world_size(),
         "config": plain_data(config.final_config_dict),
         "versions": versions(),
         "machine": machine(config["device"]),
     }
-    if write_results:
+    if write_results and not distributed.is_rank_zero():
+        result["results_file"] = None  # rank 0 writes the one file
+    elif write_results:
         path = unique_results_path(config["output_dir"], f"{result['model']}-{result['dataset']}")
         result["results_file"] = str(path)
         try:

@@ -6,8 +6,9 @@
 * :func:`recommend` gives the top-k raw item tokens and scores for known users
   (their whole history: train + valid + test items, the most recent
   ``MAX_ITEM_LIST_LENGTH`` as input) or for ad-hoc histories of raw item
-  tokens (new users); batched: one padded ``(B, L)`` tensor and one
-  ``full_sort_predict`` call per chunk of users.
+  tokens (new users); batched: one padded ``(B, L)`` tensor per batch of
+  users, ranked in item chunks by :func:`recbole_attn.evaluation.chunked_topk`
+  (the same top-k as evaluation; no ``(B, n_items)`` matrix for our models).
 * :func:`explain` gives the attention weights over a history: per layer and
   head for AttnSeq (the last position's row), the pooling weights for AttnRNN.
 
@@ -33,6 +34,7 @@ from recbole_attn.checkpoint import load_checkpoint
 from recbole_attn.config import AttnConfig
 from recbole_attn.data import seen_items, training_sequences
 from recbole_attn.errors import UsageError, check_choice, check_positive
+from recbole_attn.evaluation import chunked_topk, item_scorer, resolve_chunk_size
 
 #: Stored config keys that RecBole's ``Config`` derives itself (enums, devices,
 #: distributed state, paths it joins): passing them back would override the
@@ -297,6 +299,7 @@ def recommend(
     exclude_seen: bool = True,
     on_unknown: str = "error",
     batch_size: int = 1024,
+    item_chunk_size: int | None = None,
 ) -> Recommendations:
     """Top-``k`` items for known ``users`` (raw tokens) or for ``histories``
     (lists of raw item tokens, oldest first), never the padding item.
@@ -305,9 +308,12 @@ def recommend(
     history, not only the model's input window). ``on_unknown``: ``"error"``
     raises :class:`UsageError` naming unknown tokens; ``"warn"`` warns and
     skips them (an unknown user, an unknown item of a history).
+    ``item_chunk_size``: items scored at a time (``None``: auto, at most
+    256 MiB of scores per chunk; ``0``: the whole catalog at once).
     """
     check_positive("k", k)
     check_positive("batch_size", batch_size)
+    chunk = resolve_chunk_size(item_chunk_size, batch_size, "item_chunk_size") or loaded.n_items
     if k > loaded.n_items - 1:
         raise UsageError(f"k={k} is more than the {loaded.n_items - 1} items of dataset {loaded.config['dataset']}")
     queries = resolve_queries(loaded, users, histories, on_unknown)
@@ -317,15 +323,15 @@ def recommend(
             rows = queries.rows[start : start + batch_size]
             item_seq, lengths = tail_windows(queries.indptr, queries.indices, rows, loaded.max_length)
             interaction = model_input(loaded, item_seq, lengths, queries.user_ids[start : start + batch_size])
-            scores = loaded.model.full_sort_predict(interaction).view(len(rows), -1).float()
-            scores[:, 0] = float("-inf")
-            if exclude_seen:
+            exclude = None
+            if exclude_seen:  # every item of the whole history (padding 0 is ranked last anyway)
                 longest = int((queries.indptr[rows + 1] - queries.indptr[rows]).max())
                 seen, _ = tail_windows(queries.indptr, queries.indices, rows, longest)
-                scores.scatter_(1, seen.to(scores.device), float("-inf"))
-            top_scores, top_ids = torch.topk(scores, k, dim=1)
-            all_items.append(top_ids.cpu())
-            all_scores.append(top_scores.cpu())
+                exclude = (torch.arange(len(rows)).repeat_interleave(longest), seen.flatten())
+            scorer = item_scorer(loaded.model, interaction, loaded.n_items)
+            top = chunked_topk(scorer, loaded.n_items, k, chunk, exclude)
+            all_items.append(top.items.cpu())
+            all_scores.append(top.scores.cpu())
     ids = torch.cat(all_items).numpy() if all_items else np.zeros((0, k), dtype=np.int64)
     scores = torch.cat(all_scores).numpy() if all_scores else np.zeros((0, k), dtype=np.float32)
     items = loaded.item_tokens[ids].astype(object)

@@ -5,6 +5,8 @@
   learns anything scores far above random.
 * :func:`write_ml100k_subset` cuts RecBole's embedded ml-100k down to its first
   users, for end-to-end runs in seconds.
+* :func:`synthetic_model` builds a plugin model over a made-up catalog of any
+  size, no dataset at all (scale benchmarks, memory tests).
 """
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import recbole
+import torch
+import yaml
+from recbole.config import Config
 
 ML100K_DIR = Path(recbole.__file__).parent / "dataset_example" / "ml-100k"
 
@@ -61,3 +66,39 @@ def write_ml100k_subset(root: str | Path, n_users: int = 60, with_items: bool = 
     if with_items:
         (folder / "ml-100k.item").write_bytes((ML100K_DIR / "ml-100k.item").read_bytes())
     return folder
+
+
+class PlainConfig(dict):
+    """A dict read like RecBole's ``Config``: a missing key reads ``None``."""
+
+    def __getitem__(self, key: str):
+        return self.get(key)
+
+
+class SyntheticCatalog:
+    """The little of a RecBole dataset a sequential model reads at build time:
+    the size of the item vocabulary (id 0 is padding)."""
+
+    def __init__(self, n_items: int) -> None:
+        self.n_items = n_items
+        self.item_counter: dict[int, int] = {}
+
+    def num(self, field: str) -> int:
+        return self.n_items
+
+
+def synthetic_model(model: str | type, n_items: int, **settings: object) -> torch.nn.Module:
+    """A plugin model over a catalog of ``n_items`` ids (0 = padding) built
+    without any dataset: its YAML defaults, RecBole's field names, then
+    ``settings``. For scale benchmarks and memory tests on made-up catalogs."""
+    from recbole_attn.registry import get_model_class
+
+    model_class = get_model_class(model) if isinstance(model, str) else model
+    config = PlainConfig(
+        USER_ID_FIELD="user_id", ITEM_ID_FIELD="item_id", LIST_SUFFIX="_list",
+        ITEM_LIST_LENGTH_FIELD="item_length", NEG_PREFIX="neg_", MAX_ITEM_LIST_LENGTH=50, device="cpu",
+    )
+    loader = Config._build_yaml_loader(None)  # RecBole's YAML reading (``1e-8`` is a float)
+    config.update(yaml.load(model_class.properties_file.read_text(), Loader=loader) or {})
+    config.update(settings)
+    return model_class(config, SyntheticCatalog(n_items))

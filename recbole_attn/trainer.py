@@ -7,7 +7,10 @@
 * bf16 autocast on CUDA when ``enable_amp`` (no GradScaler needed for bf16);
   optional ``torch.compile``;
 * a non-finite loss stops training with a message naming the epoch and the
-  last good checkpoint instead of silently training on NaNs.
+  last good checkpoint instead of silently training on NaNs;
+* full-sort evaluation ranks the catalog in item chunks
+  (``eval_item_chunk_size``, :mod:`recbole_attn.evaluation`): bounded memory
+  for any catalog size, the same metrics as RecBole's full score matrix.
 """
 from __future__ import annotations
 
@@ -19,8 +22,17 @@ from recbole.trainer import Trainer
 from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
+from recbole_attn import distributed
 from recbole_attn.data import AllPositionsLoader
 from recbole_attn.errors import UsageError
+from recbole_attn.evaluation import (
+    CHUNK_SIZE_KEY,
+    TopKCollector,
+    chunked_topk,
+    item_scorer,
+    metrics_needing_full_scores,
+    resolve_chunk_size,
+)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -39,6 +51,7 @@ class AttnTrainer(Trainer):
         self.enable_amp = False  # RecBole's fp16 path stays off; ours is bf16
         self.step_model = torch.compile(model) if config["compile"] else model
         self.train_targets: int | None = None  # supervised items per epoch, for throughput
+        self._init_chunked_eval(config)
 
     def fit(self, train_data: Any, valid_data: Any = None, **kwargs: Any) -> Any:
         if self.train_mode == "all_positions" and not isinstance(train_data, AllPositionsLoader):
@@ -56,21 +69,55 @@ class AttnTrainer(Trainer):
         loss_func = loss_func or self.step_model.calculate_loss
         batches = tqdm(train_data, total=len(train_data), ncols=100, desc=f"Train {epoch_idx:>5}") \
             if show_progress else train_data
+        parallel = not self.config["single_spec"]
+        distributed.set_epoch(train_data, epoch_idx)
         total = torch.zeros((), device=self.device)
         for interaction in batches:
             interaction = interaction.to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
+            sync_loss = 0
+            if parallel:  # RecBole's DDP recipe: arm the all-reduce, touch every parameter
+                self.set_reduce_hook()
+                sync_loss = self.sync_grad_loss()
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
                 loss = loss_func(interaction)
-            loss.backward()
+            (loss + sync_loss).backward()
             if self.clip_grad_norm:
                 clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
             self.optimizer.step()
             total += loss.detach().float()
-        epoch_loss = total.item()  # the one host sync of the epoch
+        epoch_loss = distributed.mean_over_ranks(total).item()  # the one host sync of the epoch
         if not math.isfinite(epoch_loss):
             raise NonFiniteLossError(
                 f"training loss is {epoch_loss} in epoch {epoch_idx}; stopped. "
                 f"The best checkpoint so far is intact: {self.saved_model_file}"
             )
         return epoch_loss
+
+    # -- evaluation ------------------------------------------------------------
+    def _init_chunked_eval(self, config: Any) -> None:
+        """Choose between chunked top-k and RecBole's full score matrix once:
+        metrics that read more than the top-k (GAUC, AUC, ...) need the latter."""
+        self.eval_item_chunk_size = resolve_chunk_size(config[CHUNK_SIZE_KEY], config["eval_batch_size"])
+        self.eval_collector = TopKCollector(config)
+        self.eval_topk = max(config["topk"] or [1])
+        full = metrics_needing_full_scores(config["metrics"] or [])
+        if self.eval_item_chunk_size and full:
+            self.logger.info(
+                f"{CHUNK_SIZE_KEY}: metrics {full} need every item's score; full-sort evaluation uses "
+                f"RecBole's (users x items) score matrix instead of item chunks"
+            )
+            self.eval_item_chunk_size = None
+
+    def _full_sort_batch_eval(self, batched_data: Any) -> tuple[Any, Any, Any, Any]:
+        """RecBole's batch step, but the scores are ranked in item chunks and
+        only the top-k travels on (:class:`~recbole_attn.evaluation.TopK`)."""
+        if not self.eval_item_chunk_size:
+            return super()._full_sort_batch_eval(batched_data)
+        interaction, history_index, positive_u, positive_i = batched_data
+        try:
+            scorer = item_scorer(self.model, interaction.to(self.device), self.tot_item_num)
+        except NotImplementedError:  # no full-sort scores at all: RecBole's per-item predict path
+            return super()._full_sort_batch_eval(batched_data)
+        top = chunked_topk(scorer, self.tot_item_num, self.eval_topk, self.eval_item_chunk_size, history_index)
+        return interaction, top, positive_u, positive_i

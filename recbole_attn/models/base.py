@@ -1,10 +1,12 @@
 """The part every plugin model shares: losses, ``predict`` and
-``full_sort_predict``, written once. A model supplies ``item_embedding``
+``full_sort_predict`` (on top of ``full_sort_scorer``, which scores item
+ranges for chunked ranking), written once. A model supplies ``item_embedding``
 (the tied output table), ``forward`` (one vector per history, in item-
 embedding space) and, if it trains on all positions, ``encode`` (one vector
 per position)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -114,6 +116,15 @@ class AttnSequentialRecommender(SequentialRecommender):
         hidden = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         return (hidden * self.item_embedding(interaction[self.ITEM_ID])).sum(-1)
 
-    def full_sort_predict(self, interaction: Any) -> torch.Tensor:
+    def full_sort_scorer(self, interaction: Any) -> Callable[[int, int], torch.Tensor]:
+        """``score(start, end)`` -> (B, end - start) scores of the items
+        ``[start, end)`` for the batch's histories, encoded once. Chunked
+        full-sort ranking (:mod:`recbole_attn.evaluation`) calls it item chunk
+        by item chunk, so no (B, n_items) matrix is ever made; a model that
+        scores differently overrides this, not :meth:`full_sort_predict`."""
         hidden = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return hidden @ self.item_embedding.weight.T  # (B, n_items)
+        table = self.item_embedding.weight
+        return lambda start, end: hidden @ table[start:end].T
+
+    def full_sort_predict(self, interaction: Any) -> torch.Tensor:
+        return self.full_sort_scorer(interaction)(0, self.n_items)  # (B, n_items)
