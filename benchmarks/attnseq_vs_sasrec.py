@@ -77,6 +77,8 @@ def main() -> None:
     parser.add_argument("--output", default="docs/attnseq_vs_sasrec")
     parser.add_argument("--attnseq_results", default="",
                         help="comma-separated results JSONs of earlier AttnSeq runs (same settings) to reuse")
+    parser.add_argument("--sasrec_results", default="",
+                        help="results JSON of an earlier SASRec run (same data and size) to reuse")
     args = parser.parse_args()
 
     common = dict(SHARED)
@@ -89,7 +91,9 @@ def main() -> None:
     if reused:
         runs = runs[len(reused):]
     # SASRec keeps RecBole's own defaults (dropout 0.5) beyond the shared size
-    runs.append(("SASRec", {"epochs": args.sasrec_epochs, "time_budget": args.sasrec_budget}))
+    sasrec_reused = json.loads(Path(args.sasrec_results).read_text()) if args.sasrec_results else None
+    if sasrec_reused is None:
+        runs.append(("SASRec", {"epochs": args.sasrec_epochs, "time_budget": args.sasrec_budget}))
     rows = [summarize(result, "AttnSeq") for result in reused]
     results = list(reused)
     for model, extra in runs:
@@ -100,6 +104,9 @@ def main() -> None:
         rows.append(summarize(result, model))
         print(rows[-1], flush=True)
 
+    if sasrec_reused is not None:
+        results.append(sasrec_reused)
+        rows.append(summarize(sasrec_reused, "SASRec"))
     rows.insert(0, rows.pop())  # SASRec first in the table
     sasrec, attnseq = results[-1], results[0]
     sasrec_best = sasrec["best_valid_score"]
@@ -116,6 +123,8 @@ def main() -> None:
             f"({100 * (rows[1]['test_ndcg@10'] / rows[0]['test_ndcg@10'] - 1):+.1f}%)",
     }
     reuse_note = "".join(f"\nReused AttnSeq run: `{r['results_file']}`." for r in reused)
+    if sasrec_reused is not None:
+        reuse_note += f"\nReused SASRec run: `{sasrec_reused['results_file']}`."
     header = (f"## AttnSeq vs RecBole SASRec on {args.dataset}\n\nStarted {began}; machine: "
               f"{machine(attnseq['config']['device'])}; versions: {versions()}.\n"
               f"Command: `python benchmarks/attnseq_vs_sasrec.py --dataset {args.dataset}"

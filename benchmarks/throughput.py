@@ -33,12 +33,12 @@ SIZE = {"hidden_size": 64, "n_layers": 2, "n_heads": 2, "inner_size": 256, "MAX_
         "loss_type": "CE", "state": "WARNING", "device": "cpu"}
 
 
-def build(model_name: str, dataset: str, data_path: str | None) -> tuple[Any, Any, Any]:
-    settings = dict(SIZE, **({"data_path": data_path} if data_path else {}))
+def build(model_name: str, dataset: str, data_path: str | None, device: str) -> tuple[Any, Any, Any]:
+    settings = dict(SIZE, device=device, **({"data_path": data_path} if data_path else {}))
     config = AttnConfig(model_name, dataset, config_dict=settings)
     init_seed(config["seed"], config["reproducibility"])
     train, _, _ = data_preparation(config, create_dataset(config))
-    model = config.model_class(config, train.dataset)
+    model = config.model_class(config, train.dataset).to(config["device"])
     loader = AllPositionsLoader(config, train) if config["train_mode"] == "all_positions" else train
     return model, loader, torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
 
@@ -54,15 +54,23 @@ def timed_steps(
 ) -> tuple[int, float]:
     """Train until ``steps`` batches or ``seconds`` pass; (targets, seconds)."""
     model.train()
+    device = next(model.parameters()).device
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    synchronize()
     targets, began = 0, time.perf_counter()
     for count in itertools.count():
         if (steps is not None and count >= steps) or (seconds is not None and time.perf_counter() - began >= seconds):
             break
-        batch = next(batches)
+        host_batch = next(batches)
+        targets += targets_in(host_batch)  # counted before the copy to the device: no sync
+        batch = host_batch.to(device)
         optimizer.zero_grad()
-        model.calculate_loss(batch).backward()
+        # bf16 autocast on CUDA, as AttnTrainer trains (enable_amp); SASRec gets the same
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = model.calculate_loss(batch)
+        loss.backward()
         optimizer.step()
-        targets += targets_in(batch)
+    synchronize()
     return targets, time.perf_counter() - began
 
 
@@ -78,10 +86,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batches", type=int, default=3, help="SASRec steps per round")
     parser.add_argument("--output", default="docs/throughput_ml-100k")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (bf16 autocast for both models on CUDA)")
     args = parser.parse_args()
 
-    sasrec, sasrec_data, sasrec_opt = build("SASRec", args.dataset, args.data_path)
-    attnseq, attnseq_data, attnseq_opt = build("AttnSeq", args.dataset, args.data_path)
+    sasrec, sasrec_data, sasrec_opt = build("SASRec", args.dataset, args.data_path, args.device)
+    attnseq, attnseq_data, attnseq_opt = build("AttnSeq", args.dataset, args.data_path, args.device)
     sasrec_batches, attnseq_batches = endless(sasrec_data), endless(attnseq_data)
     timed_steps(attnseq, attnseq_batches, attnseq_opt, steps=2, seconds=None)  # warm-up
     timed_steps(sasrec, sasrec_batches, sasrec_opt, steps=1, seconds=None)
@@ -98,7 +107,8 @@ def main() -> None:
     text = "\n".join([
         f"## Training throughput on {args.dataset} (interleaved, same process)", "",
         f"Command: `python benchmarks/throughput.py --dataset {args.dataset} --rounds {args.rounds} "
-        f"--batches {args.batches}`; torch threads {torch.get_num_threads()}; machine {machine('cpu')}.", "",
+        f"--batches {args.batches} --device {args.device}`; torch threads {torch.get_num_threads()}; "
+        f"machine {machine(args.device)}.", "",
         "| round | SASRec targets/s | AttnSeq targets/s | ratio |", "|---|---|---|---|",
         *(f"| {i} | {r['sasrec_targets_per_s']:.0f} | {r['attnseq_targets_per_s']:.0f} | {r['ratio']:.1f}x |"
           for i, r in enumerate(rounds)),
@@ -108,7 +118,7 @@ def main() -> None:
     print(text)
     output = Path(args.output)
     write_json_atomic(output.with_suffix(".json"), {"rounds": rounds, "median": median, "versions": versions(),
-                                                    "machine": machine("cpu")})
+                                                    "machine": machine(args.device)})
     write_text_atomic(output.with_suffix(".md"), text)
 
 
