@@ -49,7 +49,9 @@ class AttnTrainer(Trainer):
             )
         self.use_bf16 = bool(config["enable_amp"]) and self.device.type == "cuda"
         self.enable_amp = False  # RecBole's fp16 path stays off; ours is bf16
-        self.step_model = torch.compile(model) if config["compile"] else model
+        # compile the training step itself: torch.compile(model) would only wrap forward(), and
+        # calculate_loss reached through the wrapper would still run eagerly
+        self.train_loss = torch.compile(model.calculate_loss) if config["compile"] else model.calculate_loss
         self.train_targets: int | None = None  # supervised items per epoch, for throughput
         self._init_chunked_eval(config)
 
@@ -66,7 +68,7 @@ class AttnTrainer(Trainer):
         self, train_data: Any, epoch_idx: int, loss_func: Any = None, show_progress: bool = False
     ) -> float:
         self.model.train()
-        loss_func = loss_func or self.step_model.calculate_loss
+        loss_func = loss_func or self.train_loss
         batches = tqdm(train_data, total=len(train_data), ncols=100, desc=f"Train {epoch_idx:>5}") \
             if show_progress else train_data
         parallel = not self.config["single_spec"]

@@ -46,6 +46,27 @@ def test_masked_all_positions_loss_equals_indexed_loss(trainer_and_data):
 def test_nan_loss_stops_with_a_clear_message(trainer_and_data, monkeypatch):
     trainer, loader, model = trainer_and_data
     monkeypatch.setattr(model, "calculate_loss", lambda batch: torch.tensor(float("nan"), requires_grad=True))
-    trainer.step_model = model
+    trainer.train_loss = model.calculate_loss
     with pytest.raises(NonFiniteLossError, match="epoch 3"):
         trainer._train_epoch(loader, 3)
+
+
+def test_compiled_training_step_gives_the_eager_loss_and_trains(pattern_root):
+    """``compile: True`` runs the training loss through ``torch.compile``
+    (inductor, also on CPU): dynamo really captures graphs of it, the loss
+    equals eager on the same batch, and an epoch updates the weights."""
+    from torch._dynamo.utils import counters
+
+    no_dropout = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0}  # eager and compiled: the same function
+    config = AttnConfig("AttnSeq", "pattern", config_dict={
+        **FAST, **no_dropout, "data_path": str(pattern_root), "compile": True, "train_batch_size": 300})
+    train, _, _ = data_preparation(config, create_dataset(config))
+    model = AttnSeq(config, train.dataset)
+    trainer, loader = AttnTrainer(config, model), AllPositionsLoader(config, train)
+    batch = next(iter(loader))
+    graphs_before = counters["stats"]["unique_graphs"]
+    torch.testing.assert_close(trainer.train_loss(batch), model.calculate_loss(batch), rtol=1e-4, atol=1e-5)
+    assert counters["stats"]["unique_graphs"] > graphs_before
+    before = model.item_embedding.weight.detach().clone()
+    assert trainer._train_epoch(loader, 0) > 0
+    assert not torch.equal(before, model.item_embedding.weight)
