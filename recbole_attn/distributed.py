@@ -25,7 +25,6 @@ twice, and ``_map_reduce`` weights each process's metrics by its number of
 """
 from __future__ import annotations
 
-import os
 import pickle
 import shutil
 import socket
@@ -42,6 +41,7 @@ import torch.distributed as dist
 from torch.multiprocessing.spawn import ProcessException, start_processes
 from torch.nn.parallel import DistributedDataParallel
 
+from recbole_attn.atomic import atomic_path
 from recbole_attn.errors import UsageError, check_choice, check_positive
 
 #: Backends ``--backend`` may name (those this torch build has are offered).
@@ -172,9 +172,8 @@ def _init_process(launch: Launch, local_rank: int) -> None:
 
 
 def _write_pickle(path: Path, value: Any) -> None:
-    with open(path.with_suffix(".tmp"), "wb") as out:
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
         pickle.dump(value, out)
-    os.replace(path.with_suffix(".tmp"), path)
 
 
 def _process_main(local_rank: int, launch: Launch, target: Callable[..., Any], args: tuple,
