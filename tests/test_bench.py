@@ -178,14 +178,19 @@ def test_crashing_model_gets_a_row_and_tables_need_no_matplotlib(ml100k_root, mo
 
 def test_two_models_end_to_end(ml100k_root, capsys):
     code = main(["--models=AttnSeq,GRU4Rec", f"--data_path={ml100k_root}", "--epochs=2", "--budget=0",
-                 "--output_dir=out", "--train_batch_size=512"])
+                 "--output_dir=out", "--train_batch_size=512", "--jobs=2"])
     out = capsys.readouterr().out
     assert code == 0, out
     [json_file] = list(Path("out").glob("*.json"))
     record = json.loads(json_file.read_text())
     assert record["finished"] and record["isolated"] and record["git"]["commit"]
     assert record["machine"]["device"] == "cpu" and "torch" in record["versions"]
-    assert {row["label"] for row in record["rows"]} == {"AttnSeq", "GRU4Rec"}
+    assert [row["label"] for row in record["rows"]] == ["AttnSeq", "GRU4Rec"]  # given order, though run at once
+    assert record["jobs"] == 2
+    attnseq, gru4rec = record["rows"]
+    # budget 0: AttnSeq's one batch of windows is its whole epoch; RecBole's prefix rows are cut after one batch
+    assert attnseq["epochs_trained"] == 1 and 0 < gru4rec["epochs_trained"] < 1
+    assert gru4rec["result"]["curve"][0]["batches"] == 1
     for row in record["rows"]:
         assert row["status"] == "budget" and row["stopped_by_budget"] and row["epochs_run"] == 1  # budget 0
         assert all(0 <= value <= 1 for value in [*row["test"].values(), *row["best_valid"].values()])
@@ -199,7 +204,14 @@ def test_two_models_end_to_end(ml100k_root, capsys):
         assert len(row["curve"]) == 1 and row["curve"][0]["elapsed_seconds"] > 0
     markdown = open(record["files"]["markdown"]).read()
     assert markdown.count("**budget-stopped**") == 2 and "AttnSeq" in out and "GRU4Rec" in out
+    assert "2 models trained at once" in markdown and f"| {gru4rec['epochs_trained']:.2f} (0) |" in markdown
     assert len(open(record["files"]["csv"]).read().splitlines()) == 3
     pytest.importorskip("matplotlib")
     for kind in ("curves_png", "bars_png"):
         assert open(record["files"][kind], "rb").read(4) == b"\x89PNG"
+
+
+def test_jobs_must_be_positive_and_isolated(ml100k_root):
+    for jobs, isolated in ((0, True), (2, False)):
+        with pytest.raises(UsageError, match="jobs"):
+            suite.run_benchmark(models=["AttnSeq"], data_path=str(ml100k_root), jobs=jobs, isolated=isolated)

@@ -95,3 +95,26 @@ def test_invalid_values_exit_2(option, needle, capsys, pattern_root, tmp_path):
 def test_missing_model_flag_exits_2(capsys):
     code, err = _cli(["--dataset=ml-100k"], capsys)
     assert code == 2 and "--model" in err
+
+
+@pytest.mark.parametrize("model, batch_size", [("AttnSeq", 4), ("GRU4Rec", 64)])
+def test_budget_cuts_the_running_epoch(pattern_root, model, batch_size):
+    """A budget of 0 s: one batch, then the epoch ends, is validated and
+    tested, and the run says it was cut (our trainer and RecBole's alike)."""
+    settings = {**FAST, "epochs": 3, "time_budget": 0, "train_batch_size": batch_size,
+                "data_path": str(pattern_root)}
+    result = recbole_attn.run(model, "pattern", config_dict=settings, write_results=False)
+    [entry] = result["curve"]
+    assert entry["batches"] == 1 and 0 < entry["epoch_fraction"] < 1
+    assert result["stopped_by_budget"] and result["epochs_run"] == 1
+    assert result["epochs_trained"] == pytest.approx(entry["epoch_fraction"])
+    assert "valid_score" in entry and result["best_epoch"] == 0 and 0 <= result["test"]["ndcg@10"] <= 1
+    # seconds per whole epoch: the cut epoch's time scaled up by its fraction
+    assert result["times"]["train_seconds_per_epoch"] == pytest.approx(entry["train_seconds"] / entry["epoch_fraction"])
+
+
+def test_budget_leaves_whole_epochs_whole(pattern_root):
+    result = recbole_attn.run("AttnSeq", "pattern", write_results=False,
+                              config_dict={**FAST, "time_budget": 3600, "data_path": str(pattern_root)})
+    assert not result["stopped_by_budget"] and result["epochs_trained"] == result["epochs_run"] == 2
+    assert all(entry["epoch_fraction"] == 1.0 and "batches" not in entry for entry in result["curve"])

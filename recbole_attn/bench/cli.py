@@ -52,6 +52,9 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--output_dir", default="benchmarks/results",
                         help="where the files go (default: %(default)s)")
     parser.add_argument("--config_files", default="", help="YAML files for every model, comma-separated")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="models trained at once, one process each (a GPU with room for several; "
+                             "times are then under shared load; default: %(default)s)")
     parser.add_argument("--in_process", action="store_true",
                         help="run models in this process, not one fresh process each "
                              "(peak RSS is then cumulative)")
@@ -70,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             attention_types=split_list(args.attention_types),
             budget=args.budget, epochs=args.epochs, output_dir=args.output_dir, data_path=args.data_path,
             config_files=split_list(args.config_files), overrides=overrides, isolated=not args.in_process,
-            command=shlex.join(["python", "-m", "recbole_attn.bench", *argv]),
+            command=shlex.join(["python", "-m", "recbole_attn.bench", *argv]), jobs=args.jobs,
         )
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)

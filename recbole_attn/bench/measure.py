@@ -118,6 +118,7 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         "best_valid": result["best_valid"],
         "best_epoch": result["best_epoch"],
         "epochs_run": result["epochs_run"],
+        "epochs_trained": result.get("epochs_trained", result["epochs_run"]),
         "train_seconds_per_epoch": per_epoch,
         "fit_seconds": times["fit_seconds"],
         "test_seconds": times["test_seconds"],

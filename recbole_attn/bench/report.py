@@ -19,7 +19,7 @@ TABLE_FILES = ("json", "markdown", "csv")
 PROTOCOL_KEYS = ("seed", "MAX_ITEM_LIST_LENGTH", "embedding_size", "hidden_size", "loss_type", "eval_args",
                  "metrics", "topk", "valid_metric", "filter_seen", "epochs", "time_budget")
 #: Row fields copied as they are into the CSV (metrics follow as test_* and valid_*).
-SCALAR_FIELDS = ("status", "epochs_run", "best_epoch", "train_seconds_per_epoch", "fit_seconds",
+SCALAR_FIELDS = ("status", "epochs_run", "epochs_trained", "best_epoch", "train_seconds_per_epoch", "fit_seconds",
                  "seconds_to_best", "train_targets", "train_targets_per_second", "test_users",
                  "inference_users_per_second", "eval_users_per_second", "peak_rss_mb", "peak_cuda_mb",
                  "device", "wall_seconds")
@@ -80,7 +80,12 @@ def format_status(flat: dict[str, Any]) -> str:
 
 
 def format_epochs(flat: dict[str, Any]) -> str:
-    return "-" if flat["epochs_run"] is None else f"{flat['epochs_run']} ({flat['best_epoch']})"
+    """``run (best)``; a budget-cut last epoch makes ``run`` a fraction (``0.37 (0)``)."""
+    if flat["epochs_run"] is None:
+        return "-"
+    trained = flat.get("epochs_trained")
+    shown = f"{trained:.2f}" if trained is not None and trained != flat["epochs_run"] else flat["epochs_run"]
+    return f"{shown} ({flat['best_epoch']})"
 
 
 def _field(name: str, formatter: Callable[[Any], str]) -> Callable[[dict[str, Any]], str]:
@@ -147,7 +152,9 @@ def markdown_document(record: dict[str, Any]) -> str:
         f"{' (uncommitted changes)' if git.get('dirty') else ''}; "
         + ", ".join(f"{name} {number}" for name, number in record["versions"].items()) + ".",
         "",
-        f"Every model: {budget}, at most {record['epochs']} epochs; "
+        f"Every model: {budget}, at most {record['epochs']} epochs"
+        + (f", {record['jobs']} models trained at once (times under each other's load)"
+           if record.get("jobs", 1) > 1 else "") + "; "
         + ", ".join(f"{key} {json.dumps(value, default=str)}" for key, value in shared.items()
                     if key not in ("epochs", "time_budget")) + ".",
     ]
@@ -159,7 +166,8 @@ def markdown_document(record: dict[str, Any]) -> str:
         markdown_table(record["rows"]),
         "",
         "Sorted by test NDCG@10 (full ranking). `budget-stopped`: the budget ended training before "
-        "the epoch cap or early stopping. `s to best`: wall seconds (training + validation) until the "
+        "the epoch cap or early stopping, inside the running epoch if need be (a fractional epoch count: "
+        "that part was trained, then validated). `s/epoch`: per whole epoch. `s to best`: wall seconds (training + validation) until the "
         "best valid NDCG@10. `train targets/s`: supervised target items per second of training. "
         "`inference users/s`: one timed `full_sort_predict` pass over the test users. `peak RSS`: the "
         "model's own worker process. Definitions: docs/benchmarks_howto.md.",
@@ -193,7 +201,7 @@ def progress_line(row: dict[str, Any]) -> str:
     return (
         f"{flat['model']}: {format_status(flat).strip('*')}, "
         f"test NDCG@10 {format_metric(flat.get('test_ndcg@10'))}, "
-        f"epochs {flat['epochs_run']}, {format_seconds(flat['train_seconds_per_epoch'])} s/epoch, "
+        f"epochs {format_epochs(flat).split()[0]}, {format_seconds(flat['train_seconds_per_epoch'])} s/epoch, "
         f"{format_count(flat['train_targets_per_second'])} targets/s, "
         f"{format_count(flat['inference_users_per_second'])} users/s, "
         f"peak RSS {format_count(flat['peak_rss_mb'])} MB, {format_seconds(flat['wall_seconds'])} s"

@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -205,10 +207,21 @@ def run_benchmark(
     isolated: bool = True,
     command: str | None = None,
     echo: Callable[[str], Any] = print,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Run every row, rewrite the JSON/Markdown/CSV after each one (an
     interrupted benchmark keeps what finished), plot at the end; returns the
-    record, whose ``files`` names what was written."""
+    record, whose ``files`` names what was written.
+
+    ``jobs > 1`` trains that many rows at once, each in its own process (a
+    GPU big enough for several small models; never on a CPU whose cores are
+    fewer than the threads asked for): times are then measured under each
+    other's load, and the record says so. Rows keep the order they were given.
+    """
+    if jobs < 1:
+        raise UsageError(f"jobs must be >= 1, got {jobs}")
+    if jobs > 1 and not isolated:
+        raise UsageError("jobs > 1 needs one process per model: drop --in_process")
     specs = plan_rows(dataset, models, attention_types, budget, epochs, data_path, config_files, overrides)
     preflight(specs[0])
     paths = report.output_paths(output_dir, dataset)
@@ -222,6 +235,7 @@ def run_benchmark(
         "data_path": data_path,
         "budget_seconds": budget,
         "epochs": epochs,
+        "jobs": jobs,
         "config_files": list(config_files),
         "overrides": list(overrides),
         "shared_properties": dict(SHARED_PROPERTIES),
@@ -233,14 +247,24 @@ def run_benchmark(
         "files": {kind: str(path) for kind, path in paths.items() if kind in report.TABLE_FILES},
         "rows": [],
     }
-    for index, spec in enumerate(specs, 1):
-        echo(f"[{index}/{len(specs)}] {spec['label']}: training ...")
+    finished: dict[int, dict[str, Any]] = {}
+
+    def run_one(index: int) -> None:
+        spec = specs[index]
+        echo(f"[{index + 1}/{len(specs)}] {spec['label']}: training ...")
         row = run_isolated(spec) if isolated else measure.run_row(spec)
-        record["rows"].append(row)
-        echo(f"[{index}/{len(specs)}] {report.progress_line(row)}")
-        record["wall_seconds"] = time.perf_counter() - began
-        record["machine"] = _machine(record["rows"])
-        report.write_tables(record, paths)
+        with lock:
+            finished[index] = row
+            record["rows"] = [finished[k] for k in sorted(finished)]
+            echo(f"[{index + 1}/{len(specs)}] {report.progress_line(row)}")
+            record["wall_seconds"] = time.perf_counter() - began
+            record["machine"] = _machine(record["rows"])
+            report.write_tables(record, paths)
+
+    lock = threading.Lock()
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for future in [pool.submit(run_one, index) for index in range(len(specs))]:
+            future.result()
     written = plots.write_plots(record["rows"], paths, dataset)
     if written is None:
         echo("matplotlib is not installed: no plots (pip install 'recbole-attn[plot]'); tables written")
