@@ -167,8 +167,9 @@ def markdown_document(record: dict[str, Any]) -> str:
         "",
         "Sorted by test NDCG@10 (full ranking). `budget-stopped`: the budget ended training before "
         "the epoch cap or early stopping, inside the running epoch if need be (a fractional epoch count: "
-        "that part was trained, then validated). `s/epoch`: per whole epoch. `s to best`: wall seconds (training + validation) until the "
-        "best valid NDCG@10. `train targets/s`: supervised target items per second of training. "
+        "that part was trained, then validated). `s/epoch`: per whole epoch. `s to best`: wall seconds "
+        "(training + validation) until the best valid NDCG@10. `train targets/s`: supervised target "
+        "items per second of training. "
         "`inference users/s`: one timed `full_sort_predict` pass over the test users. `peak RSS`: the "
         "model's own worker process. Definitions: docs/benchmarks_howto.md.",
     ]
