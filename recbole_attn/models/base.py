@@ -16,6 +16,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
 
 from recbole_attn.errors import check_choice, check_positive
+from recbole_attn.models.linear_ce import linear_cross_entropy
 
 #: Field of the all-positions training rows that holds each position's next
 #: item (0 = padding); its presence switches :meth:`calculate_loss` mode.
@@ -28,7 +29,8 @@ _PROPERTIES_DIR = Path(__file__).resolve().parents[1] / "properties" / "model"
 class AttnSequentialRecommender(SequentialRecommender):
     """RecBole ``SequentialRecommender`` with the shared training objective.
 
-    Losses (``loss_type``): ``CE`` full softmax over the catalog; ``SSM``
+    Losses (``loss_type``): ``CE`` full softmax over the catalog (chunked:
+    :mod:`~recbole_attn.models.linear_ce`); ``SSM``
     sampled softmax against ``num_negatives`` items drawn once per batch and
     shared by its rows (Jean et al., 2015); ``BPR`` (Rendle et al., 2009)
     with RecBole's negatives in prefix mode, ours in all-positions mode.
@@ -81,6 +83,8 @@ class AttnSequentialRecommender(SequentialRecommender):
         """Loss of representations (N, D) against target ids (N,)."""
         table = self.item_embedding.weight
         if self.loss_type == "CE":
+            if reduction == "mean":  # no (N, n_items) logits matrix: see linear_ce
+                return linear_cross_entropy(hidden, table, targets)
             return F.cross_entropy(hidden @ table.T, targets, reduction=reduction)
         positive = (hidden * table[targets]).sum(-1, keepdim=True)  # (N, 1)
         if self.loss_type == "BPR":
@@ -101,6 +105,9 @@ class AttnSequentialRecommender(SequentialRecommender):
         if hidden.device.type == "cpu":  # boolean indexing: no sync to pay on CPU, no work on padding
             return self._loss(hidden[valid], targets[valid], None)
         # on accelerators a mask keeps shapes static: no host sync to size hidden[valid]
+        if self.loss_type == "CE":
+            return linear_cross_entropy(hidden.flatten(0, 1), self.item_embedding.weight, targets.flatten(),
+                                        ignore_index=0)
         per_position = self._loss(hidden.flatten(0, 1), targets.flatten(), None, reduction="none")
         return (per_position * valid.flatten()).sum() / valid.sum().clamp(min=1)
 
