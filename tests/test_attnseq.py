@@ -141,3 +141,14 @@ def test_filter_seen_runs_for_every_model(pattern_root):
         result = recbole_attn.run(model, "pattern", config_dict={
             **FAST, "data_path": str(pattern_root), "epochs": 1, "filter_seen": True}, write_results=False)
         assert result["config"]["filter_seen"] is True and 0 <= result["test"]["ndcg@10"] <= 1
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_forward_equals_encode_at_the_last_position(pattern_root, norm_first, n_layers):
+    """forward computes only the last position in the last block; it must
+    give what the full causal encode gives there, for every length."""
+    model = build(pattern_root, norm_first=norm_first, n_layers=n_layers)[1].eval()
+    seq, length = random_batch(model.n_items)
+    full = model.encode(seq, length)[torch.arange(4), length - 1]
+    torch.testing.assert_close(model(seq, length), full, rtol=1e-5, atol=1e-6)

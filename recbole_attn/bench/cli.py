@@ -46,7 +46,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
                         help="comma-separated AttnRNN attention types, one row each, "
                              "e.g. additive,general,dot")
     parser.add_argument("--budget", type=budget_seconds, default=600.0,
-                        help="seconds of fitting per model; no new epoch starts after it "
+                        help="seconds of fitting per model; training stops at the first batch past it "
                              "('none': no budget; default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=200, help="epoch cap per model (default: %(default)s)")
     parser.add_argument("--output_dir", default="benchmarks/results",

@@ -164,7 +164,14 @@ class AttnSeq(AttnSequentialRecommender):
         return (x, layer_weights) if need_weights else x
 
     def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
-        return self.gather_indexes(self.encode(item_seq, item_seq_len), item_seq_len - 1)
+        """The output at the last valid position, as ``encode`` gives it; the
+        last block computes only that position (nothing reads the others),
+        which saves about half the work of a 2-layer model at evaluation."""
+        x = self.embed(item_seq)
+        for block in self.blocks[:-1]:
+            x, _ = block(x)
+        x, _ = self.blocks[-1](x, query_index=item_seq_len - 1)
+        return self.final_norm(x[:, 0])
 
     def attention_weights(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> list[torch.Tensor]:
         """Per layer, (B, heads, L, L) weights of each position over earlier ones."""

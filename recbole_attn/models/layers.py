@@ -164,15 +164,30 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = attn_dropout
         self.resid_dropout = nn.Dropout(resid_dropout)
 
-    def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, need_weights: bool = False, query_index: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, L, H) -> (B, L, H), each position over itself and earlier ones.
+        ``query_index`` (B,): only that position's output, (B, 1, H), over
+        keys up to it -- what inference needs from the last layer."""
         batch, length, hidden = x.shape
         q, k, v = self.qkv_proj(x).split(hidden, dim=2)
+        key_mask = None
+        if query_index is not None:
+            q = select_positions(q, query_index)
+            key_mask = torch.arange(length, device=x.device)[None, :] <= query_index[:, None]
         # (B, L, H) -> (B, nh, L, hs)
-        q, k, v = (t.view(batch, length, self.n_heads, -1).transpose(1, 2) for t in (q, k, v))
+        q, k, v = (t.view(batch, t.shape[1], self.n_heads, -1).transpose(1, 2) for t in (q, k, v))
         dropout = self.attn_dropout if self.training else 0.0
-        y, weights = attend(q, k, v, causal=True, dropout_p=dropout, need_weights=need_weights)
-        y = y.transpose(1, 2).reshape(batch, length, hidden)
+        y, weights = attend(q, k, v, key_mask=key_mask, causal=query_index is None, dropout_p=dropout,
+                            need_weights=need_weights)
+        y = y.transpose(1, 2).reshape(batch, q.shape[2], hidden)
         return self.resid_dropout(self.out_proj(y)), weights
+
+
+def select_positions(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(B, L, H) at one position per row, (B,) -> (B, 1, H)."""
+    return x[torch.arange(len(x), device=x.device), index][:, None]
 
 
 class TransformerBlock(nn.Module):
@@ -202,13 +217,18 @@ class TransformerBlock(nn.Module):
             nn.Dropout(dropout),
         )
 
-    def forward(self, x: torch.Tensor, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, need_weights: bool = False, query_index: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``query_index`` (B,): compute only that position, (B, 1, H) (see
+        :class:`CausalSelfAttention`); the block's other work is per position."""
+        residual = x if query_index is None else select_positions(x, query_index)
         if self.norm_first:
-            attn_out, weights = self.attention(self.attn_norm(x), need_weights)
-            x = x + attn_out
+            attn_out, weights = self.attention(self.attn_norm(x), need_weights, query_index)
+            x = residual + attn_out
             x = x + self.feed_forward(self.ffn_norm(x))
         else:
-            attn_out, weights = self.attention(x, need_weights)
-            x = self.attn_norm(x + attn_out)
+            attn_out, weights = self.attention(x, need_weights, query_index)
+            x = self.attn_norm(residual + attn_out)
             x = self.ffn_norm(x + self.feed_forward(x))
         return x, weights

@@ -49,9 +49,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, len(targets), rows):
             part, target = hidden[start:start + rows], targets[start:start + rows, None]
             logits = (part @ table.T).to(dtype)  # bf16 matmul under autocast, fp32 softmax
-            log_norm = logits.logsumexp(-1, keepdim=True)
-            losses = log_norm - logits.gather(1, target)
-            probs = logits.sub_(log_norm).exp_()  # softmax, in place
+            target_logit = logits.gather(1, target)
+            peak = logits.amax(-1, keepdim=True)
+            probs = logits.sub_(peak).exp_()  # in place; one exp pass serves the loss and the gradient
+            norm = probs.sum(-1, keepdim=True)
+            losses = peak + norm.log() - target_logit  # logsumexp - target logit
+            probs.div_(norm)  # softmax
             one_hot = torch.ones_like(losses)
             if keep is not None:
                 weight = keep[start:start + rows, None].to(dtype)
