@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -127,9 +129,7 @@ def main() -> None:
         reuse_note += f"\nReused SASRec run: `{sasrec_reused['results_file']}`."
     header = (f"## AttnSeq vs RecBole SASRec on {args.dataset}\n\nStarted {began}; machine: "
               f"{machine(attnseq['config']['device'])}; versions: {versions()}.\n"
-              f"Command: `python benchmarks/attnseq_vs_sasrec.py --dataset {args.dataset}"
-              f"{' --data_path ' + args.data_path if args.data_path else ''} "
-              f"--sasrec_budget {args.sasrec_budget:g}`{reuse_note}")
+              f"Command: `{shlex.join(['python', 'benchmarks/attnseq_vs_sasrec.py', *sys.argv[1:]])}`{reuse_note}")
     text = markdown(rows, ratios, header)
     print(text)
     output = Path(args.output)

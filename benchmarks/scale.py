@@ -390,6 +390,16 @@ def format_tables(run: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _kept_note(run: dict[str, Any]) -> list[str]:
+    kept = run.get("kept_sections")
+    if not kept:
+        return []
+    earlier = kept["from_run"]
+    return ["", f"Sections {', '.join(kept['sections'])} are kept from an earlier run: `{earlier['command']}`, "
+                f"started {earlier['started']}, load {earlier['load']}; what else was running then: "
+                f"{(earlier['note'] or 'not stated').rstrip('.')}."]
+
+
 def format_report(runs: dict[str, dict[str, Any]]) -> str:
     parts = ["# Scale: AttnSeq training and chunked evaluation", "",
              "Written by `benchmarks/scale.py` (synthetic data; what is measured and how: its docstring)."]
@@ -401,7 +411,7 @@ def format_report(runs: dict[str, dict[str, Any]]) -> str:
                   f"Machine: {run['machine']}.  ", f"Versions: {run['versions']}.  ",
                   f"Load average at start: {run['load']}. "
                   f"What else was running: {run['note'].rstrip('.') or 'not stated'}.",
-                  "", format_tables(run)]
+                  *_kept_note(run), "", format_tables(run)]
     return "\n".join(parts) + "\n"
 
 
@@ -483,6 +493,13 @@ def main() -> None:
     stem = Path(args.output)
     existing = json.loads(stem.with_suffix(".json").read_text()) if stem.with_suffix(".json").is_file() else {}
     existing = existing if isinstance(existing, dict) and all(isinstance(v, dict) for v in existing.values()) else {}
+    earlier = existing.get(args.device, {})
+    kept = [name for name in SECTIONS if name not in sections and name in earlier]
+    for name in kept:  # a partial re-run keeps the earlier run's other sections, saying so
+        run[name] = earlier[name]
+    run["kept_sections"] = {"sections": kept, "from_run": {key: earlier.get(key) for key in ("command", "started",
+                                                                                              "note", "load")}} \
+        if kept else None
     existing[args.device] = run
     paths = write_report(existing, stem)
     print(format_tables(run))
