@@ -206,6 +206,7 @@ def _run_config(config: AttnConfig, began: float, write_results: bool) -> dict[s
     init_seed(config["seed"], config["reproducibility"])
 
     data = _create_dataset(config)
+    interactions = data.inter_num  # before data_preparation: it rewrites data into prefix rows in place
     train_data, valid_data, test_data = data_preparation(config, data)
     if config["filter_seen"]:
         attach_seen_filters(train_data, valid_data, test_data)
@@ -278,7 +279,7 @@ def _run_config(config: AttnConfig, began: float, write_results: bool) -> dict[s
         "dataset_stats": {
             "users": data.user_num,
             "items": data.item_num,
-            "interactions": data.inter_num,
+            "interactions": interactions,
             "train_rows": len(train_data.dataset),
         },
         "checkpoint": trainer.saved_model_file,

@@ -28,6 +28,10 @@ def test_run_py_trains_and_writes_results(ml100k_root, tmp_path):
     result = json.loads(path.read_text())
     assert result["model"] == "AttnSeq" and result["dataset"] == "ml-100k"
     assert result["dataset_stats"]["users"] == 61  # 60 users + padding id
+    inter_file = Path(ml100k_root) / "ml-100k" / "ml-100k.inter"
+    ratings = len(inter_file.read_text().splitlines()) - 1  # minus the header
+    assert result["dataset_stats"]["interactions"] == ratings  # the ratings read, not RecBole's prefix rows
+    assert result["dataset_stats"]["train_rows"] == ratings - 3 * 60  # each user: first item, valid, test
     assert set(result["test"]) >= {"ndcg@10", "hit@10", "recall@20", "mrr@5"}
     assert all(0 <= value <= 1 for value in result["test"].values())
     assert result["config"]["valid_metric"] == "NDCG@10"
