@@ -30,17 +30,23 @@ def test_bf16_autocast_path_trains(trainer_and_data):
 
 
 def test_masked_all_positions_loss_equals_indexed_loss(trainer_and_data):
-    """The sync-free accelerator formula gives the CPU formula's value."""
+    """The sync-free accelerator branch (padding masked, shapes static) gives
+    the CPU branch's loss and gradients."""
     _, loader, model = trainer_and_data
     model.eval()
     batch = next(iter(loader))
-    hidden = model.encode(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])
     targets = batch["target_item_list"]
-    indexed = model._all_positions_loss(hidden, targets)
-    valid = targets > 0
-    per_position = model._loss(hidden.flatten(0, 1), targets.flatten(), None, reduction="none")
-    masked = (per_position * valid.flatten()).sum() / valid.sum()
+    assert (targets == 0).any()  # the batch has padding to ignore
+    results = []
+    for static_shapes in (False, True):
+        model.zero_grad()
+        hidden = model.encode(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])
+        loss = model._all_positions_loss(hidden, targets, static_shapes=static_shapes)
+        loss.backward()
+        results.append((loss.detach(), model.item_embedding.weight.grad.clone()))
+    (indexed, indexed_grad), (masked, masked_grad) = results
     torch.testing.assert_close(masked, indexed)
+    torch.testing.assert_close(masked_grad, indexed_grad)
 
 
 def test_nan_loss_stops_with_a_clear_message(trainer_and_data, monkeypatch):

@@ -99,10 +99,16 @@ class AttnSequentialRecommender(SequentialRecommender):
         logits = torch.cat([positive, negative], dim=1)
         return F.cross_entropy(logits, torch.zeros_like(targets), reduction=reduction)
 
-    def _all_positions_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean loss over the non-padding positions of (B, L, D) / (B, L)."""
+    def _all_positions_loss(
+        self, hidden: torch.Tensor, targets: torch.Tensor, static_shapes: bool | None = None
+    ) -> torch.Tensor:
+        """Mean loss over the non-padding positions of (B, L, D) / (B, L).
+        ``static_shapes`` (default: off on CPU, on elsewhere) masks padding
+        instead of indexing it away."""
         valid = targets > 0
-        if hidden.device.type == "cpu":  # boolean indexing: no sync to pay on CPU, no work on padding
+        if static_shapes is None:
+            static_shapes = hidden.device.type != "cpu"
+        if not static_shapes:  # boolean indexing: no sync to pay on CPU, no work on padding
             return self._loss(hidden[valid], targets[valid], None)
         # on accelerators a mask keeps shapes static: no host sync to size hidden[valid]
         if self.loss_type == "CE":
