@@ -50,25 +50,40 @@ def training_sequences(dataset: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def window_rows(
-    users: np.ndarray, items: np.ndarray, offsets: np.ndarray, max_len: int
+    users: np.ndarray, items: np.ndarray, offsets: np.ndarray, max_len: int, stride: int | None = None
 ) -> dict[str, torch.Tensor]:
     """Cut every sequence into right-padded windows of ``max_len`` inputs,
-    newest first, each position's target being the next item; every item
-    after the first is the target of exactly one position."""
+    newest first, each supervised position's target being the next item;
+    every item after the first is the target of exactly one position.
+
+    ``stride`` (default ``max_len``: windows side by side) < ``max_len``
+    makes windows overlap: each window ends ``stride`` inputs before the
+    newer one and supervises only its last ``stride`` positions (the oldest
+    window: all of them), so a target has at least ``max_len - stride``
+    earlier items as context where the sequence has them, at about
+    ``max_len / stride`` times the encoder work. Side by side, a window's
+    first positions see only the items inside it.
+    """
+    stride = max_len if stride is None else stride
     n_targets = np.diff(offsets) - 1  # inputs = all but the last item
-    n_windows = np.ceil(n_targets / max_len).astype(np.int64)
+    # windows ending at T, T - stride, ... while they start after 0, then one starting at 0
+    n_windows = np.where(n_targets > max_len, -(-(n_targets - max_len) // stride) + 1, 1)
+    n_windows = np.where(n_targets > 0, n_windows, 0).astype(np.int64)
     window_user = np.repeat(np.arange(len(users)), n_windows)
     # k-th window from the end of its user: inputs [end - max_len, end) clipped at 0
     k = np.arange(len(window_user)) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
-    end = n_targets[window_user] - k * max_len
+    end = n_targets[window_user] - k * stride
     start = np.maximum(end - max_len, 0)
     lengths = end - start
+    # inputs [end, end + stride) are the newer window's; this one supervises [end - stride, end)
+    first_supervised = np.where(start == 0, 0, end - stride)
     position = np.arange(max_len)[None, :]
     valid = position < lengths[:, None]
-    index = offsets[window_user][:, None] + start[:, None] + position
-    index = np.where(valid, index, 0)
+    index = start[:, None] + position
+    supervised = valid & (index >= first_supervised[:, None])
+    index = offsets[window_user][:, None] + np.where(valid, index, 0)
     inputs = np.where(valid, items[index], 0)
-    targets = np.where(valid, items[np.minimum(index + 1, len(items) - 1)], 0)
+    targets = np.where(supervised, items[np.minimum(index + 1, len(items) - 1)], 0)
     return {
         "user": torch.from_numpy(users[window_user]),
         "item_seq": torch.from_numpy(inputs),
@@ -100,7 +115,7 @@ class AllPositionsLoader:
         self.world_size = distributed.world_size() if world_size is None else world_size
         self.seed, self.epoch = config["seed"], 0
         dataset = self.dataset
-        rows = window_rows(*training_sequences(dataset), config["MAX_ITEM_LIST_LENGTH"])
+        rows = window_rows(*training_sequences(dataset), config["MAX_ITEM_LIST_LENGTH"], config["window_stride"])
         self.fields = {
             dataset.uid_field: rows["user"],
             dataset.item_id_list_field: rows["item_seq"],

@@ -16,6 +16,7 @@ from recbole_attn.data import (
     training_sequences,
     window_rows,
 )
+from recbole_attn.errors import UsageError
 from recbole_attn.models.base import TARGET_SEQ_FIELD
 
 
@@ -99,3 +100,38 @@ def test_seen_filter_marks_exactly_the_earlier_items(ml100k_split):
     finally:
         for loader in (valid, test):
             loader.collate_fn = loader.collate_fn.collate_fn
+
+
+def test_overlapping_windows_give_context_and_still_cover_every_target_once():
+    users, items, offsets = np.array([7]), np.arange(1, 11), np.array([0, 10])  # 9 targets
+    rows = window_rows(users, items, offsets, max_len=4, stride=2)
+    assert rows["item_seq"].tolist() == [[6, 7, 8, 9], [4, 5, 6, 7], [2, 3, 4, 5], [1, 2, 3, 0]]
+    # a window supervises only its last `stride` positions, the oldest all of its own
+    assert rows["targets"].tolist() == [[0, 0, 9, 10], [0, 0, 7, 8], [0, 0, 5, 6], [2, 3, 4, 0]]
+    assert sorted(t for row in rows["targets"].tolist() for t in row if t) == list(range(2, 11))
+
+
+@pytest.mark.parametrize("stride", [1, 3, 7, 20])
+def test_any_stride_supervises_each_training_target_exactly_once(ml100k_split, stride):
+    config, dataset, train, valid, test = ml100k_split
+    config["window_stride"] = stride
+    try:
+        overlapping = AllPositionsLoader(config, train)
+    finally:
+        config["window_stride"] = None
+    plain = AllPositionsLoader(config, train)
+    uid = dataset.uid_field
+    for loader in (overlapping, plain):
+        assert loader.num_targets == len(train.dataset)  # one target per RecBole prefix row
+    for user in torch.unique(plain.fields[uid]).tolist()[:10]:
+        def targets(loader):
+            own = loader.fields[TARGET_SEQ_FIELD][loader.fields[uid] == user]
+            return Counter(own[own > 0].tolist())
+        assert targets(overlapping) == targets(plain)
+    assert (overlapping.num_rows > plain.num_rows) == (stride < 20)
+
+
+def test_window_stride_is_checked(ml100k_root):
+    with pytest.raises(UsageError, match="window_stride.*MAX_ITEM_LIST_LENGTH=20.*got 30"):
+        AttnConfig("AttnSeq", "ml-100k", config_dict={"data_path": str(ml100k_root), "MAX_ITEM_LIST_LENGTH": 20,
+                                                       "window_stride": 30})
