@@ -53,7 +53,7 @@ PROJECT_DEFAULTS: dict[str, Any] = {
     "port": None,
     "backend": None,
     "eval_item_chunk_size": None,
-    "window_stride": None,
+    "window_overlap": 0.0,
 }
 
 
@@ -151,8 +151,7 @@ class AttnConfig(Config):
             raise UsageError(f"filter_seen must be True or False, got {self.final_config_dict.get('filter_seen')!r}")
         check_positive("nproc", self.final_config_dict.get("nproc"))
         check_chunk_size(self.final_config_dict.get(CHUNK_SIZE_KEY))
-        settings = self.final_config_dict
-        stride, max_len = settings.get("window_stride"), settings.get("MAX_ITEM_LIST_LENGTH")
-        if stride is not None and not (isinstance(stride, int) and 0 < stride <= (max_len or stride)):
-            raise UsageError(f"window_stride must be an integer in [1, MAX_ITEM_LIST_LENGTH={max_len}] "
-                             f"or ~ (windows side by side), got {stride!r}")
+        overlap = self.final_config_dict.get("window_overlap")
+        if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
+            raise UsageError(f"window_overlap must be a number in [0, 1) (the share of a training window that "
+                             f"the newer window also covers; 0 = side by side), got {overlap!r}")

@@ -92,6 +92,13 @@ def window_rows(
     }
 
 
+def window_stride(max_len: int, overlap: float | None) -> int:
+    """``window_overlap`` (share of a window the newer one also covers) as
+    the step between window ends: 0 -> ``max_len`` (side by side), 0.5 ->
+    half a window; at least 1."""
+    return max(1, round(max_len * (1 - (overlap or 0.0))))
+
+
 class AllPositionsLoader:
     """Training batches of sequence windows with a target at every position,
     built once from a RecBole training loader; iterates like it.
@@ -115,7 +122,8 @@ class AllPositionsLoader:
         self.world_size = distributed.world_size() if world_size is None else world_size
         self.seed, self.epoch = config["seed"], 0
         dataset = self.dataset
-        rows = window_rows(*training_sequences(dataset), config["MAX_ITEM_LIST_LENGTH"], config["window_stride"])
+        max_len = config["MAX_ITEM_LIST_LENGTH"]
+        rows = window_rows(*training_sequences(dataset), max_len, window_stride(max_len, config["window_overlap"]))
         self.fields = {
             dataset.uid_field: rows["user"],
             dataset.item_id_list_field: rows["item_seq"],

@@ -15,6 +15,7 @@ from recbole_attn.data import (
     attach_seen_filters,
     training_sequences,
     window_rows,
+    window_stride,
 )
 from recbole_attn.errors import UsageError
 from recbole_attn.models.base import TARGET_SEQ_FIELD
@@ -111,14 +112,14 @@ def test_overlapping_windows_give_context_and_still_cover_every_target_once():
     assert sorted(t for row in rows["targets"].tolist() for t in row if t) == list(range(2, 11))
 
 
-@pytest.mark.parametrize("stride", [1, 3, 7, 20])
-def test_any_stride_supervises_each_training_target_exactly_once(ml100k_split, stride):
+@pytest.mark.parametrize("overlap", [0.99, 0.85, 0.6, 0.0])  # strides 1, 3, 8 and 20 at length 20
+def test_any_overlap_supervises_each_training_target_exactly_once(ml100k_split, overlap):
     config, dataset, train, valid, test = ml100k_split
-    config["window_stride"] = stride
+    config["window_overlap"] = overlap
     try:
         overlapping = AllPositionsLoader(config, train)
     finally:
-        config["window_stride"] = None
+        config["window_overlap"] = 0.0
     plain = AllPositionsLoader(config, train)
     uid = dataset.uid_field
     for loader in (overlapping, plain):
@@ -128,10 +129,14 @@ def test_any_stride_supervises_each_training_target_exactly_once(ml100k_split, s
             own = loader.fields[TARGET_SEQ_FIELD][loader.fields[uid] == user]
             return Counter(own[own > 0].tolist())
         assert targets(overlapping) == targets(plain)
-    assert (overlapping.num_rows > plain.num_rows) == (stride < 20)
+    assert (overlapping.num_rows > plain.num_rows) == (overlap > 0)
 
 
-def test_window_stride_is_checked(ml100k_root):
-    with pytest.raises(UsageError, match="window_stride.*MAX_ITEM_LIST_LENGTH=20.*got 30"):
-        AttnConfig("AttnSeq", "ml-100k", config_dict={"data_path": str(ml100k_root), "MAX_ITEM_LIST_LENGTH": 20,
-                                                       "window_stride": 30})
+def test_window_overlap_becomes_a_stride():
+    assert [window_stride(50, overlap) for overlap in (0.0, None, 0.5, 0.9, 0.999)] == [50, 50, 25, 5, 1]
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, "half", True])
+def test_window_overlap_is_checked(ml100k_root, bad):
+    with pytest.raises(UsageError, match=r"window_overlap must be a number in \[0, 1\)"):
+        AttnConfig("AttnSeq", "ml-100k", config_dict={"data_path": str(ml100k_root), "window_overlap": bad})
