@@ -30,7 +30,7 @@ from recbole.config import Config
 from recbole.utils import InputType
 
 from recbole_attn import distributed, registry
-from recbole_attn.errors import UsageError, check_choice, check_positive
+from recbole_attn.errors import UsageError, check_choice, check_positive, check_probability
 from recbole_attn.evaluation import CHUNK_SIZE_KEY, check_chunk_size
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -151,7 +151,4 @@ class AttnConfig(Config):
             raise UsageError(f"filter_seen must be True or False, got {self.final_config_dict.get('filter_seen')!r}")
         check_positive("nproc", self.final_config_dict.get("nproc"))
         check_chunk_size(self.final_config_dict.get(CHUNK_SIZE_KEY))
-        overlap = self.final_config_dict.get("window_overlap")
-        if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
-            raise UsageError(f"window_overlap must be a number in [0, 1) (the share of a training window that "
-                             f"the newer window also covers; 0 = side by side), got {overlap!r}")
+        check_probability("window_overlap", self.final_config_dict.get("window_overlap"))

@@ -79,13 +79,15 @@ def format_status(flat: dict[str, Any]) -> str:
     return f"error: {error[:117] + '...' if len(error) > 120 else error}"
 
 
-def format_epochs(flat: dict[str, Any]) -> str:
-    """``run (best)``; a budget-cut last epoch makes ``run`` a fraction (``0.37 (0)``)."""
-    if flat["epochs_run"] is None:
-        return "-"
+def epochs_count(flat: dict[str, Any]) -> str:
+    """Epochs run; a fraction (``0.37``) when the budget cut the last one."""
     trained = flat.get("epochs_trained")
-    shown = f"{trained:.2f}" if trained is not None and trained != flat["epochs_run"] else flat["epochs_run"]
-    return f"{shown} ({flat['best_epoch']})"
+    return f"{trained:.2f}" if trained is not None and trained != flat["epochs_run"] else str(flat["epochs_run"])
+
+
+def format_epochs(flat: dict[str, Any]) -> str:
+    """``run (best)``, e.g. ``0.37 (0)``."""
+    return "-" if flat["epochs_run"] is None else f"{epochs_count(flat)} ({flat['best_epoch']})"
 
 
 def _field(name: str, formatter: Callable[[Any], str]) -> Callable[[dict[str, Any]], str]:
@@ -202,7 +204,7 @@ def progress_line(row: dict[str, Any]) -> str:
     return (
         f"{flat['model']}: {format_status(flat).strip('*')}, "
         f"test NDCG@10 {format_metric(flat.get('test_ndcg@10'))}, "
-        f"epochs {format_epochs(flat).split()[0]}, {format_seconds(flat['train_seconds_per_epoch'])} s/epoch, "
+        f"epochs {epochs_count(flat)}, {format_seconds(flat['train_seconds_per_epoch'])} s/epoch, "
         f"{format_count(flat['train_targets_per_second'])} targets/s, "
         f"{format_count(flat['inference_users_per_second'])} users/s, "
         f"peak RSS {format_count(flat['peak_rss_mb'])} MB, {format_seconds(flat['wall_seconds'])} s"

@@ -78,26 +78,33 @@ class AttnSequentialRecommender(SequentialRecommender):
         return torch.randint(1, self.n_items, (count,), device=device)
 
     def _loss(
-        self, hidden: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None, reduction: str = "mean"
+        self, hidden: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None,
+        mask_padding: bool = False,
     ) -> torch.Tensor:
-        """Loss of representations (N, D) against target ids (N,)."""
+        """Mean loss of representations (N, D) against target ids (N,). With
+        ``mask_padding``, rows whose target is 0 (padding) are left out of the
+        mean by a mask, so shapes stay static (no host sync to drop them)."""
         table = self.item_embedding.weight
-        if self.loss_type == "CE":
-            if reduction == "mean":  # no (N, n_items) logits matrix: see linear_ce
-                return linear_cross_entropy(hidden, table, targets)
-            return F.cross_entropy(hidden @ table.T, targets, reduction=reduction)
+        if self.loss_type == "CE":  # no (N, n_items) logits matrix: see linear_ce
+            return linear_cross_entropy(hidden, table, targets, ignore_index=0 if mask_padding else None)
+        reduction = "none" if mask_padding else "mean"
         positive = (hidden * table[targets]).sum(-1, keepdim=True)  # (N, 1)
         if self.loss_type == "BPR":
             if negatives is None:
                 negatives = self._sample_negatives(targets.numel(), hidden.device)
             negative = (hidden * table[negatives]).sum(-1, keepdim=True)
             per_row = -F.logsigmoid(positive - negative).squeeze(-1)
-            return per_row.mean() if reduction == "mean" else per_row
-        shared = self._sample_negatives(self.num_negatives, hidden.device)
-        negative = hidden @ table[shared].T  # (N, K)
-        negative = negative.masked_fill(shared[None, :] == targets[:, None], float("-inf"))
-        logits = torch.cat([positive, negative], dim=1)
-        return F.cross_entropy(logits, torch.zeros_like(targets), reduction=reduction)
+            loss = per_row if mask_padding else per_row.mean()
+        else:
+            shared = self._sample_negatives(self.num_negatives, hidden.device)
+            negative = hidden @ table[shared].T  # (N, K)
+            negative = negative.masked_fill(shared[None, :] == targets[:, None], float("-inf"))
+            logits = torch.cat([positive, negative], dim=1)
+            loss = F.cross_entropy(logits, torch.zeros_like(targets), reduction=reduction)
+        if not mask_padding:
+            return loss
+        valid = targets > 0
+        return (loss * valid).sum() / valid.sum().clamp(min=1)
 
     def _all_positions_loss(
         self, hidden: torch.Tensor, targets: torch.Tensor, static_shapes: bool | None = None
@@ -105,17 +112,12 @@ class AttnSequentialRecommender(SequentialRecommender):
         """Mean loss over the non-padding positions of (B, L, D) / (B, L).
         ``static_shapes`` (default: off on CPU, on elsewhere) masks padding
         instead of indexing it away."""
-        valid = targets > 0
         if static_shapes is None:
             static_shapes = hidden.device.type != "cpu"
-        if not static_shapes:  # boolean indexing: no sync to pay on CPU, no work on padding
-            return self._loss(hidden[valid], targets[valid], None)
-        # on accelerators a mask keeps shapes static: no host sync to size hidden[valid]
-        if self.loss_type == "CE":
-            return linear_cross_entropy(hidden.flatten(0, 1), self.item_embedding.weight, targets.flatten(),
-                                        ignore_index=0)
-        per_position = self._loss(hidden.flatten(0, 1), targets.flatten(), None, reduction="none")
-        return (per_position * valid.flatten()).sum() / valid.sum().clamp(min=1)
+        if static_shapes:  # on accelerators: no host sync to size hidden[valid]
+            return self._loss(hidden.flatten(0, 1), targets.flatten(), None, mask_padding=True)
+        valid = targets > 0  # boolean indexing: no sync to pay on CPU, no work on padding
+        return self._loss(hidden[valid], targets[valid], None)
 
     def calculate_loss(self, interaction: Any) -> torch.Tensor:
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
