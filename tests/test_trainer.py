@@ -29,17 +29,22 @@ def test_bf16_autocast_path_trains(trainer_and_data):
     assert loss > 0 and not torch.equal(before, model.item_embedding.weight)
 
 
-def test_masked_all_positions_loss_equals_indexed_loss(trainer_and_data):
+@pytest.mark.parametrize("loss_type", ["CE", "SSM", "BPR"])
+def test_masked_all_positions_loss_equals_indexed_loss(trainer_and_data, loss_type, monkeypatch):
     """The sync-free accelerator branch (padding masked, shapes static) gives
-    the CPU branch's loss and gradients."""
+    the CPU branch's loss and gradients, for every loss."""
     _, loader, model = trainer_and_data
     model.eval()
+    model.loss_type = loss_type
+    if loss_type == "BPR":  # one negative per row: the branches have different row counts, so fix the draw
+        monkeypatch.setattr(model, "_sample_negatives", lambda count, device: torch.full((count,), 2, device=device))
     batch = next(iter(loader))
     targets = batch["target_item_list"]
     assert (targets == 0).any()  # the batch has padding to ignore
     results = []
     for static_shapes in (False, True):
         model.zero_grad()
+        torch.manual_seed(0)  # SSM: both branches draw the same shared negatives
         hidden = model.encode(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])
         loss = model._all_positions_loss(hidden, targets, static_shapes=static_shapes)
         loss.backward()
