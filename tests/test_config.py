@@ -30,7 +30,7 @@ def test_precedence_cmd_over_dict_over_files_over_model_over_project(tmp_path):
     assert config["hidden_size"] == 32  # file > model default (64)
     assert config["learning_rate"] == 0.03  # dict > files (later file > earlier)
     assert config["epochs"] == 11  # command line > dict
-    assert config["train_batch_size"] == 128  # model default > project default (2048)
+    assert config["train_batch_size"] == 32  # model default > project default (2048)
     assert config["stopping_step"] == 10  # project default > RecBole default
     later_file_wins = AttnConfig("AttnSeq", "ml-100k", [str(first), str(second)])
     assert later_file_wins["learning_rate"] == 0.02

@@ -42,15 +42,24 @@ def training_last_item(dataset, user):
 
 @pytest.fixture(scope="module")
 def ml100k_split(ml100k_root):
-    config = AttnConfig("AttnSeq", "ml-100k", config_dict={
-        "data_path": str(ml100k_root), "state": "WARNING", "MAX_ITEM_LIST_LENGTH": 20})
+    config = AttnConfig("AttnSeq", "ml-100k", config_dict={  # side-by-side windows unless a test sets an overlap
+        "data_path": str(ml100k_root), "state": "WARNING", "MAX_ITEM_LIST_LENGTH": 20, "window_overlap": 0.0})
     dataset = create_dataset(config)
     return config, dataset, *data_preparation(config, dataset)
 
 
-def test_all_positions_rows_hold_exactly_recboles_training_items(ml100k_split):
+def loader_with_overlap(config, train, overlap: float) -> AllPositionsLoader:
+    config["window_overlap"] = overlap
+    try:
+        return AllPositionsLoader(config, train)
+    finally:
+        config["window_overlap"] = 0.0
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.5])  # side by side, and the shipped default
+def test_all_positions_rows_hold_exactly_recboles_training_items(ml100k_split, overlap):
     config, dataset, train, valid, test = ml100k_split
-    loader = AllPositionsLoader(config, train)
+    loader = loader_with_overlap(config, train, overlap)
     fields = loader.fields
     uid, iid = dataset.uid_field, dataset.iid_field
     seq_field = dataset.item_id_list_field
@@ -65,8 +74,12 @@ def test_all_positions_rows_hold_exactly_recboles_training_items(ml100k_split):
         inputs = fields[seq_field][mine]
         assert Counter(targets[targets > 0].tolist()) == recbole_targets
         # inputs: the whole training sequence but its last item, so inputs + last == first + targets
+        # (overlapping windows repeat inputs: then the same items, not the same counts)
         last = training_last_item(train.dataset, user)
-        assert Counter(inputs[inputs > 0].tolist()) + Counter([last]) == recbole_targets + Counter([first])
+        if overlap == 0:
+            assert Counter(inputs[inputs > 0].tolist()) + Counter([last]) == recbole_targets + Counter([first])
+        else:
+            assert set(inputs[inputs > 0].tolist()) | {last} == set(recbole_targets) | {first}
         held_out = {valid.dataset.inter_feat[iid][valid.dataset.inter_feat[uid] == user].item(),
                     test.dataset.inter_feat[iid][test.dataset.inter_feat[uid] == user].item()}
         assert not held_out & set(inputs.flatten().tolist() + targets.flatten().tolist())
@@ -115,11 +128,7 @@ def test_overlapping_windows_give_context_and_still_cover_every_target_once():
 @pytest.mark.parametrize("overlap", [0.99, 0.85, 0.6, 0.0])  # strides 1, 3, 8 and 20 at length 20
 def test_any_overlap_supervises_each_training_target_exactly_once(ml100k_split, overlap):
     config, dataset, train, valid, test = ml100k_split
-    config["window_overlap"] = overlap
-    try:
-        overlapping = AllPositionsLoader(config, train)
-    finally:
-        config["window_overlap"] = 0.0
+    overlapping = loader_with_overlap(config, train, overlap)
     plain = AllPositionsLoader(config, train)
     uid = dataset.uid_field
     for loader in (overlapping, plain):
