@@ -6,9 +6,9 @@ Both models get the same data (RecBole's split of the dataset), the same size
 (hidden 64, 2 layers, 2 heads, max length 50), CE loss and Adam. Each round
 times ``--batches`` SASRec training steps on RecBole's prefix rows (batch
 2048) and the same number of seconds' worth of AttnSeq steps on all-position
-windows (batch 128), alternating, so load from anything else on the machine
-hits both alike. Throughput = supervised target items per second. Prints a
-table and writes ``<output>.json`` / ``<output>.md`` atomically.
+windows (AttnSeq's defaults; the table names batch and overlap), alternating,
+so load from anything else on the machine hits both alike. Throughput =
+supervised target items per second. Prints a table and writes ``<output>.json`` / ``<output>.md`` atomically.
 """
 from __future__ import annotations
 
@@ -33,14 +33,14 @@ SIZE = {"hidden_size": 64, "n_layers": 2, "n_heads": 2, "inner_size": 256, "MAX_
         "loss_type": "CE", "state": "WARNING", "device": "cpu"}
 
 
-def build(model_name: str, dataset: str, data_path: str | None, device: str) -> tuple[Any, Any, Any]:
+def build(model_name: str, dataset: str, data_path: str | None, device: str) -> tuple[Any, Any, Any, AttnConfig]:
     settings = dict(SIZE, device=device, **({"data_path": data_path} if data_path else {}))
     config = AttnConfig(model_name, dataset, config_dict=settings)
     init_seed(config["seed"], config["reproducibility"])
     train, _, _ = data_preparation(config, create_dataset(config))
     model = config.model_class(config, train.dataset).to(config["device"])
     loader = AllPositionsLoader(config, train) if config["train_mode"] == "all_positions" else train
-    return model, loader, torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
+    return model, loader, torch.optim.Adam(model.parameters(), lr=config["learning_rate"]), config
 
 
 def targets_in(batch: Any) -> int:
@@ -89,8 +89,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu | cuda (bf16 autocast for both models on CUDA)")
     args = parser.parse_args()
 
-    sasrec, sasrec_data, sasrec_opt = build("SASRec", args.dataset, args.data_path, args.device)
-    attnseq, attnseq_data, attnseq_opt = build("AttnSeq", args.dataset, args.data_path, args.device)
+    sasrec, sasrec_data, sasrec_opt, sasrec_config = build("SASRec", args.dataset, args.data_path, args.device)
+    attnseq, attnseq_data, attnseq_opt, attnseq_config = build("AttnSeq", args.dataset, args.data_path, args.device)
     sasrec_batches, attnseq_batches = endless(sasrec_data), endless(attnseq_data)
     timed_steps(attnseq, attnseq_batches, attnseq_opt, steps=2, seconds=None)  # warm-up
     timed_steps(sasrec, sasrec_batches, sasrec_opt, steps=1, seconds=None)
@@ -108,7 +108,9 @@ def main() -> None:
         f"## Training throughput on {args.dataset} (interleaved, same process)", "",
         f"Command: `python benchmarks/throughput.py --dataset {args.dataset} --rounds {args.rounds} "
         f"--batches {args.batches} --device {args.device}`; torch threads {torch.get_num_threads()}; "
-        f"machine {machine(args.device)}.", "",
+        f"machine {machine(args.device)}. SASRec: batch "
+        f"{sasrec_config['train_batch_size']} prefix rows; AttnSeq: batch "
+        f"{attnseq_config['train_batch_size']} windows, window_overlap {attnseq_config['window_overlap']}.", "",
         "| round | SASRec targets/s | AttnSeq targets/s | ratio |", "|---|---|---|---|",
         *(f"| {i} | {r['sasrec_targets_per_s']:.0f} | {r['attnseq_targets_per_s']:.0f} | {r['ratio']:.1f}x |"
           for i, r in enumerate(rounds)),
