@@ -111,7 +111,9 @@ def main() -> None:
              f"Started {began}. Machine: {machine(config['device'])}; torch threads {torch.get_num_threads()}. "
              f"{args.note}", "",
              f"{loader.num_rows} windows, {loader.num_targets} training targets, {train.dataset.item_num} items; "
-             "AttnSeq defaults (hidden 64, 2 layers, 2 heads, batch 128 windows).", "",
+             f"AttnSeq defaults (hidden {config['hidden_size']}, {config['n_layers']} layers, "
+             f"{config['n_heads']} heads, batch {config['train_batch_size']} windows, "
+             f"window_overlap {config['window_overlap']}).", "",
              "| measured | variant | median s | min s | all rounds (s) |", "|---|---|---|---|---|"]
     ratios = {}
     for case, per_variant in seconds.items():

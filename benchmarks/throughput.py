@@ -8,7 +8,8 @@ times ``--batches`` SASRec training steps on RecBole's prefix rows (batch
 2048) and the same number of seconds' worth of AttnSeq steps on all-position
 windows (AttnSeq's defaults; the table names batch and overlap), alternating,
 so load from anything else on the machine hits both alike. Throughput =
-supervised target items per second. Prints a table and writes ``<output>.json`` / ``<output>.md`` atomically.
+supervised target items per second. Prints a table and writes
+``<output>.json`` / ``<output>.md`` atomically.
 """
 from __future__ import annotations
 
