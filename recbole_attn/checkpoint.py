@@ -25,6 +25,9 @@ Every value is a tensor, number, string, list or dict, so
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import random
 import re
@@ -39,9 +42,35 @@ from recbole_attn import distributed
 from recbole_attn.compat import atomic_torch_save, plain_data
 from recbole_attn.errors import UsageError
 
+logger = logging.getLogger(__name__)
+
 LAST_SUFFIX = "-last.pth"
 #: Keys every checkpoint this package writes has (best and last alike).
 REQUIRED_KEYS = ("config", "state_dict")
+#: Settings that do not change what training computes: how long it may run,
+#: where files go, how it reports, how its processes find each other.
+UNFINGERPRINTED_KEYS = frozenset({
+    "resume", "epochs", "time_budget", "data_path", "checkpoint_dir", "output_dir", "config_files",
+    "state", "show_progress", "strict_keys", "log_wandb", "wandb_project", "ip", "port", "local_rank",
+})
+
+
+def training_settings(config: Any) -> dict[str, Any]:
+    """The settings of a (plain or RecBole) config that change training."""
+    return {key: value for key, value in plain_data(dict(config)).items() if key not in UNFINGERPRINTED_KEYS}
+
+
+def settings_fingerprint(settings: dict[str, Any]) -> str:
+    """A short hash of :func:`training_settings`, stored in every checkpoint."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def differing_settings(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key: stored -> current`` for each training setting that differs."""
+    keys = sorted(set(stored) | set(current))
+    return [f"{key}: {stored.get(key)!r} -> {current.get(key)!r}" for key in keys
+            if stored.get(key) != current.get(key)]
 
 
 def last_checkpoint_path(saved_model_file: str | os.PathLike) -> str:
@@ -78,7 +107,25 @@ def load_checkpoint(
     missing = [key for key in required if not isinstance(state, dict) or key not in state]
     if missing:
         raise UsageError(f"{path} is not a recbole_attn checkpoint (missing {', '.join(missing)})")
+    if "config" in required and not isinstance(state["config"], dict):
+        raise UsageError(f"{path} is not a recbole_attn checkpoint (its config is not a mapping)")
     return state
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, Any], path: str | os.PathLike,
+                 optimizer: torch.optim.Optimizer | None = None) -> None:
+    """Put a checkpoint's weights (and optimizer state) into ``model``; a
+    checkpoint whose config does not fit them is one :class:`UsageError` line."""
+    try:
+        model.load_state_dict(state["state_dict"])
+        if optimizer is not None:
+            optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as error:
+        first = " ".join(str(error).split())[:240]
+        raise UsageError(f"checkpoint {os.fspath(path)} does not fit this model's settings: {first}") from None
+    load_other = getattr(model, "load_other_parameter", None)
+    if load_other is not None:
+        load_other(state.get("other_parameter"))
 
 
 # ----------------------------------------------------------------------------- RNG states
@@ -156,9 +203,11 @@ class LastCheckpoint:
             self.saved_epoch = self.last_epoch
             return
         generator = _loader_generator(self.train_data)
+        settings = training_settings(trainer.config.final_config_dict)
         state = {
             "kind": "last",
             "config": plain_data(trainer.config.final_config_dict),
+            "fingerprint": settings_fingerprint(settings),
             "epoch": self.last_epoch,
             "finished": finished,
             "cur_step": trainer.cur_step,
@@ -180,18 +229,31 @@ class LastCheckpoint:
 
 # ----------------------------------------------------------------------------- resuming
 
-def find_last_checkpoint(checkpoint_dir: str | os.PathLike, model: str, dataset: str) -> str | None:
-    """Newest ``*-last.pth`` in ``checkpoint_dir`` written for ``model`` on
-    ``dataset`` (``resume=auto``); unreadable files are skipped."""
+def find_last_checkpoint(checkpoint_dir: str | os.PathLike, config: Any) -> str | None:
+    """Newest ``*-last.pth`` in ``checkpoint_dir`` written by a run with the
+    same training settings as ``config`` (``resume=auto``); unreadable files
+    and other runs' checkpoints are skipped, and the skipped ones are named."""
+    model, dataset = config["model"], config["dataset"]
+    wanted = settings_fingerprint(training_settings(config.final_config_dict))
     candidates = sorted(Path(checkpoint_dir).glob(f"{model}-*{LAST_SUFFIX}"), key=lambda p: p.stat().st_mtime)
     for path in reversed(candidates):
         try:
-            config = load_checkpoint(path)["config"]
+            stored = load_checkpoint(path)
         except UsageError:
             continue
-        if config.get("model") == model and config.get("dataset") == dataset:
-            return str(path)
+        if stored["config"].get("model") != model or stored["config"].get("dataset") != dataset:
+            continue
+        if _fingerprint_of(stored) != wanted:
+            logger.warning(f"resume=auto: skipping {path}: it was trained with other settings")
+            continue
+        return str(path)
     return None
+
+
+def _fingerprint_of(state: dict[str, Any]) -> str:
+    """The checkpoint's recorded fingerprint (computed from its config for older files)."""
+    recorded = state.get("fingerprint")
+    return recorded if isinstance(recorded, str) else settings_fingerprint(training_settings(state["config"]))
 
 
 def _best_model_file(state: dict[str, Any], path: str) -> str:
@@ -221,13 +283,14 @@ def resume_training(trainer: Any, path: str | os.PathLike, train_data: Any) -> d
                 f"checkpoint {path} was trained with {key}={state['config'].get(key)}, "
                 f"this run has {key}={trainer.config[key]}"
             )
-    try:
-        trainer.model.load_state_dict(state["state_dict"])
-        trainer.optimizer.load_state_dict(state["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as error:
-        first = str(error).strip().splitlines()[0][:200]
-        raise UsageError(f"checkpoint {path} does not fit this model's settings: {first}") from None
-    trainer.model.load_other_parameter(state.get("other_parameter"))
+    current = training_settings(trainer.config.final_config_dict)
+    if _fingerprint_of(state) != settings_fingerprint(current):
+        differing = differing_settings(training_settings(state["config"]), current)
+        raise UsageError(
+            f"checkpoint {path} was trained with other settings ({'; '.join(differing[:8]) or 'unknown'}); "
+            f"pass the same options as that run, or start afresh without --resume"
+        )
+    load_weights(trainer.model, state, path, optimizer=trainer.optimizer)
     trainer.saved_model_file = _best_model_file(state, path)
     trainer.start_epoch = state["epoch"] + 1
     trainer.cur_step = state["cur_step"]

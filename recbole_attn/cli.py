@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from recbole_attn.config import parse_cmd_args
-from recbole_attn.errors import UsageError
+from recbole_attn.errors import RunFailed, UsageError
 
 #: Subcommands that serve a trained checkpoint (recbole_attn/serve.py).
 SERVE_COMMANDS = ("recommend", "explain")
@@ -40,7 +40,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from recbole_attn.results import format_results_table
     from recbole_attn.runner import run
-    from recbole_attn.trainer import NonFiniteLossError
 
     try:
         if argv and argv[0] in SERVE_COMMANDS:
@@ -52,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (NonFiniteLossError, OSError) as error:  # diverged training, full disk: said in one line
+    except (RunFailed, OSError) as error:  # diverged training, full disk: said in one line
         print(f"error: {error}", file=sys.stderr)
         return 1
     except Exception:

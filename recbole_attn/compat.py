@@ -27,14 +27,19 @@ Three breakages, each fixed at the narrowest point that covers it:
   any RecBole sequential model switches autograd's anomaly mode on for the
   whole process and makes every backward pass (ours and the baselines')
   several times slower. We import it once here and switch the mode back off.
+* RecBole reads atomic files with pandas' ``python`` engine, which stops at
+  the ``csv`` module's 128 KiB field limit (a long description, a long
+  ``token_seq``): the limit is raised to the largest value ``csv`` takes.
 * ``recbole.quick_start`` imports ``ray``; this package never imports it.
 
 :func:`apply` is idempotent and runs on ``import recbole_attn``.
 """
 from __future__ import annotations
 
+import csv
 import enum
 import importlib
+import sys
 import os
 import types
 import warnings
@@ -233,6 +238,8 @@ def apply() -> None:
     from recbole.data.dataset.dataset import Dataset
     from recbole.trainer.trainer import Trainer
 
+    ORIGINALS["csv.field_size_limit"] = csv.field_size_limit()
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # the most a C long takes on every platform
     importlib.import_module("recbole.model.sequential_recommender.sine")  # its import-time side effect, once
     torch.autograd.set_detect_anomaly(False)
     for owner, name, replacement in (

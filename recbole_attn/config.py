@@ -16,7 +16,12 @@ Differences from RecBole's ``Config`` that a user relies on:
   from :func:`~recbole_attn.distributed.process_device` (gloo on CPU too),
   not from RecBole's NCCL-and-CUDA-only ``_init_device``;
 * ``loss_type: BPR`` without ``train_neg_sample_args`` gets one uniform
-  negative instead of failing later for the lack of one.
+  negative instead of failing later for the lack of one;
+* values are data, never code: text is read by :func:`~recbole_attn.values.parse_value`
+  (RecBole ``eval``s it) and YAML by a safe loader;
+* every value is checked (:mod:`recbole_attn.validation`) before any data is
+  read, and keys no property file declares are named (``strict_keys: True``
+  makes them an error).
 """
 from __future__ import annotations
 
@@ -25,6 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import logging
+
 import torch
 from recbole.config import Config
 from recbole.utils import InputType
@@ -32,6 +39,16 @@ from recbole.utils import InputType
 from recbole_attn import distributed, registry
 from recbole_attn.errors import UsageError, check_choice, check_positive, check_probability
 from recbole_attn.evaluation import CHUNK_SIZE_KEY, check_chunk_size
+from recbole_attn.validation import (
+    CODE_ONLY_KEYS,
+    declared_keys,
+    recbole_property_files,
+    unknown_keys,
+    validate_settings,
+)
+from recbole_attn.values import SafeYamlLoader, parse_values, read_yaml_file
+
+logger = logging.getLogger(__name__)
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -54,6 +71,7 @@ PROJECT_DEFAULTS: dict[str, Any] = {
     "backend": None,
     "eval_item_chunk_size": None,
     "window_overlap": 0.0,
+    "strict_keys": False,
 }
 
 
@@ -63,6 +81,16 @@ def project_properties_dir() -> Path:
         if (candidate / "overall.yaml").is_file():
             return candidate
     raise FileNotFoundError(f"project properties not found beside {_PACKAGE_DIR}")
+
+
+def known_keys(model_class: type) -> set[str]:
+    """Keys that RecBole's, the project's or ``model_class``'s property files declare."""
+    project = project_properties_dir()
+    files = [*recbole_property_files(), project / "overall.yaml", *sorted((project / "dataset").glob("*.yaml"))]
+    model_file = registry.model_properties_file(model_class)
+    if model_file is not None:
+        files.append(model_file)
+    return declared_keys(files) | set(PROJECT_DEFAULTS) | CODE_ONLY_KEYS
 
 
 def parse_cmd_args(args: Sequence[str]) -> dict[str, str]:
@@ -79,8 +107,17 @@ def parse_cmd_args(args: Sequence[str]) -> dict[str, str]:
     return parsed
 
 
+def check_name(what: str, name: str) -> None:
+    """Model and dataset names become file names: no separators, no ``..``."""
+    if not name or "/" in name or "\\" in name or name in (".", "..") or ".." in name or "\0" in name:
+        raise UsageError(f"{what} name {name!r} must be a plain name (no path separators or '..')")
+
+
 class AttnConfig(Config):
-    """RecBole ``Config`` that knows plugin models and project defaults."""
+    """RecBole ``Config`` that knows plugin models and project defaults.
+
+    ``typed_config_dict``: ``config_dict`` already holds typed data (a
+    checkpoint's stored config) and is used as it is, strings included."""
 
     def __init__(
         self,
@@ -90,18 +127,43 @@ class AttnConfig(Config):
         config_dict: dict[str, Any] | None = None,
         cmd_args: Sequence[str] = (),
         overrides: dict[str, Any] | None = None,
+        typed_config_dict: bool = False,
     ) -> None:
         self._cmd_args = list(cmd_args)
         self._overrides = dict(overrides or {})  # set by the runner (a process's rank): above everything
+        self._typed_config_dict = typed_config_dict
+        check_name("dataset", dataset)
+        if isinstance(model, str):
+            check_name("model", model)
         for file in config_file_list or ():
             if not os.path.isfile(file):
                 raise UsageError(f"config file {file!r} does not exist")
         model_class = registry.get_model_class(model) if isinstance(model, str) else model
-        super().__init__(model_class, dataset, list(config_file_list or []), config_dict)
-        self._validate_project_options()
+        try:
+            super().__init__(model_class, dataset, list(config_file_list or []), dict(config_dict or {}))
+        except UsageError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
+            # RecBole's own derivations (eval_args, negative sampling) on values no check here knows
+            raise UsageError(f"invalid configuration: {type(error).__name__}: {error}") from None
+
+    def _build_yaml_loader(self) -> type:
+        return SafeYamlLoader  # RecBole's FullLoader builds Python objects from tags
+
+    def _convert_config_dict(self, config_dict: dict[str, Any]) -> dict[str, Any]:
+        return parse_values(config_dict)  # RecBole's eval()s every string
+
+    def _load_config_files(self, file_list: Sequence[str] | None) -> dict[str, Any]:
+        settings: dict[str, Any] = {}
+        for file in file_list or ():
+            settings.update(read_yaml_file(file))
+        return settings
+
+    def _load_variable_config_dict(self, config_dict: dict[str, Any]) -> dict[str, Any]:
+        return dict(config_dict) if self._typed_config_dict else parse_values(config_dict)
 
     def _load_cmd_line(self) -> dict[str, Any]:
-        return {**self._convert_config_dict(parse_cmd_args(self._cmd_args)), **self._overrides}
+        return {**parse_values(parse_cmd_args(self._cmd_args)), **self._overrides}
 
     def _load_internal_config_dict(self, model: str, model_class: type, dataset: str) -> None:
         super()._load_internal_config_dict(model, model_class, dataset)
@@ -116,9 +178,32 @@ class AttnConfig(Config):
 
     def _get_final_config_dict(self) -> dict[str, Any]:
         final = super()._get_final_config_dict()
+        given_eval_args, project_eval_args = self.external_config_dict.get("eval_args"), \
+            self.internal_config_dict.get("eval_args")
+        if isinstance(given_eval_args, dict) and isinstance(project_eval_args, dict):
+            # a partial eval_args (e.g. only ``mode``) keeps the project's split and order
+            final["eval_args"] = {**project_eval_args, **given_eval_args}
+        validate_settings(final)
+        self._validate_project_options(final)
+        self._check_known_keys(final)
         if final.get("loss_type") == "BPR" and final.get("train_neg_sample_args") is None:
             final["train_neg_sample_args"] = {"distribution": "uniform", "sample_num": 1}
         return final
+
+    def known_keys(self) -> set[str]:
+        """Keys some property file declares: RecBole's, ours, the model's, the user's."""
+        return known_keys(self.model_class) | set(self.file_config_dict)
+
+    def _check_known_keys(self, final: dict[str, Any]) -> None:
+        """Warn (``strict_keys``: fail) on given keys no property file declares."""
+        given = list(self.cmd_config_dict) if self._typed_config_dict else [*self.variable_config_dict,
+                                                                           *self.cmd_config_dict]
+        problems = unknown_keys([key for key in dict.fromkeys(given) if key not in self._overrides],
+                                self.known_keys())
+        if problems and final.get("strict_keys"):
+            raise UsageError(f"{problems[0]} (strict_keys is on)")
+        for problem in problems:
+            logger.warning(f"{problem}; it is passed on as given")
 
     def _set_default_parameters(self) -> None:
         super()._set_default_parameters()
@@ -144,11 +229,10 @@ class AttnConfig(Config):
             except RuntimeError as error:
                 raise UsageError(f"invalid device {requested!r}: expected cpu, cuda or cuda:N") from error
 
-    def _validate_project_options(self) -> None:
+    @staticmethod
+    def _validate_project_options(final: dict[str, Any]) -> None:
         for key, choices in PROJECT_CHOICES.items():
-            check_choice(key, self.final_config_dict.get(key), choices)
-        if not isinstance(self.final_config_dict.get("filter_seen"), bool):
-            raise UsageError(f"filter_seen must be True or False, got {self.final_config_dict.get('filter_seen')!r}")
-        check_positive("nproc", self.final_config_dict.get("nproc"))
-        check_chunk_size(self.final_config_dict.get(CHUNK_SIZE_KEY))
-        check_probability("window_overlap", self.final_config_dict.get("window_overlap"))
+            check_choice(key, final.get(key), choices)
+        check_positive("nproc", final.get("nproc"))
+        check_chunk_size(final.get(CHUNK_SIZE_KEY))
+        check_probability("window_overlap", final.get("window_overlap"))

@@ -1,15 +1,23 @@
-"""Check that a dataset's atomic files exist and are readable before RecBole
-starts, so that a typo ends in one clear line and not in a download attempt
-or a pandas traceback."""
+"""Check a dataset's atomic files before RecBole reads them, so that a typo
+or a bad value ends in one clear line naming the file, the column and the
+first bad line, not in a download attempt or a pandas traceback."""
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import recbole
 import yaml
 
 from recbole_attn.errors import UsageError
+
+logger = logging.getLogger(__name__)
+#: RecBole's feature types (``recbole.utils.FeatureType``).
+FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
 
 
 def recbole_downloadable() -> set[str]:
@@ -18,11 +26,81 @@ def recbole_downloadable() -> set[str]:
     return set(yaml.safe_load(url_file.read_text()) or {})
 
 
-def atomic_header(path: Path) -> list[str]:
+def atomic_header(path: Path, separator: str = "\t", encoding: str = "utf-8") -> list[str]:
     """Field names (without ``:type``) of an atomic file's header line."""
-    with open(path, encoding="utf-8") as handle:
-        header = handle.readline().rstrip("\n")
-    return [column.split(":")[0] for column in header.split("\t") if column]
+    return [name for name, _ in typed_header(path, separator, encoding)]
+
+
+def typed_header(path: Path, separator: str = "\t", encoding: str = "utf-8") -> list[tuple[str, str]]:
+    """``(name, type)`` of each column of an atomic file's header line."""
+    try:
+        with open(path, encoding=encoding) as handle:
+            header = handle.readline().rstrip("\r\n")
+    except (UnicodeDecodeError, LookupError) as error:
+        raise UsageError(f"{path}: cannot be read as {encoding} ({error})") from None
+    columns = []
+    for column in header.split(separator):
+        name, colon, kind = column.partition(":")
+        if not colon or not name or kind not in FIELD_TYPES:
+            raise UsageError(f"{path} line 1: column {column!r} must be NAME:TYPE with TYPE one of "
+                             f"{', '.join(FIELD_TYPES)}")
+        columns.append((name, kind))
+    return columns
+
+
+def _loaded_columns(config: Any, source: str, header: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The columns RecBole will load from a file (``load_col``/``unload_col``)."""
+    load, unload = config["load_col"], config["unload_col"]
+    wanted = load.get(source) if isinstance(load, dict) else None
+    if isinstance(load, dict) and source not in load:
+        return []
+    dropped = set(unload.get(source) or ()) if isinstance(unload, dict) else set()
+    return [(name, kind) for name, kind in header
+            if (wanted is None or name in wanted) and name not in dropped]
+
+
+def _first_line(mask: np.ndarray) -> int:
+    """1-based file line of the first row where ``mask`` holds (line 1 is the header)."""
+    return int(np.flatnonzero(mask)[0]) + 2
+
+
+def check_atomic_file(path: Path, config: Any, source: str, required: Iterable[str] = ()) -> None:
+    """Read ``path`` as RecBole will and raise one :class:`UsageError` naming
+    the file, the column and the first bad line for: a malformed header or
+    row, text in a ``float`` column, a missing value in a ``required`` column.
+    Fully duplicated rows are counted in a warning."""
+    separator, encoding = config["field_separator"] or "\t", config["encoding"] or "utf-8"
+    columns = _loaded_columns(config, source, typed_header(path, separator, encoding))
+    if not columns:
+        return
+    try:  # every column, so that a row with too many fields fails here as it does in RecBole
+        frame = pd.read_csv(path, sep=separator, header=0, dtype=str, keep_default_na=False,
+                            encoding=encoding, engine="c")
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
+        raise UsageError(f"{path}: cannot be read ({' '.join(str(error).split())[:200]})") from None
+    frame = frame[[f"{name}:{kind}" for name, kind in columns]].fillna("")
+    frame.columns = [name for name, _ in columns]
+    for name, kind in columns:
+        cells = frame[name].to_numpy(dtype=object)
+        stripped = frame[name].str.strip()
+        if name in required:
+            missing = ((stripped == "") | (stripped.str.lower() == "nan")).to_numpy()
+            if missing.any():
+                raise UsageError(
+                    f"{path} column {name!r}: {int(missing.sum())} rows have no value (first at line "
+                    f"{_first_line(missing)}); remove them or fill them in, RecBole would fill in the column "
+                    f"mean for a float and reorder histories"
+                )
+        if kind == "float":
+            numbers = pd.to_numeric(stripped, errors="coerce").to_numpy(dtype=float)
+            bad = np.isnan(numbers) & (stripped != "").to_numpy() & (stripped.str.lower() != "nan").to_numpy()
+            if bad.any():
+                line = _first_line(bad)
+                raise UsageError(f"{path} column {name!r} line {line}: {cells[line - 2][:40]!r} is not a number "
+                                 f"(the header declares {name}:float)")
+    duplicated = int(frame.duplicated().sum())
+    if duplicated:
+        logger.warning(f"{path}: {duplicated} rows repeat an earlier row exactly; they are kept as given")
 
 
 def check_dataset_files(config: Any) -> None:
@@ -37,10 +115,17 @@ def check_dataset_files(config: Any) -> None:
             f"dataset {dataset!r} has no atomic files: {inter_file} does not exist. "
             f"Pass --data_path=DIR where DIR/{dataset}/{dataset}.inter exists"
         )
-    columns = atomic_header(inter_file)
+    separator, encoding = config["field_separator"] or "\t", config["encoding"] or "utf-8"
+    columns = atomic_header(inter_file, separator, encoding)
     for key in ("USER_ID_FIELD", "ITEM_ID_FIELD"):
         if config[key] not in columns:
             raise UsageError(
                 f"{inter_file} has no {config[key]!r} column ({key}); "
                 f"its header has: {', '.join(columns) or 'nothing'}"
             )
+    required = [config[key] for key in ("USER_ID_FIELD", "ITEM_ID_FIELD", "TIME_FIELD") if config[key]]
+    check_atomic_file(inter_file, config, "inter", required)
+    for source, key in (("user", "USER_ID_FIELD"), ("item", "ITEM_ID_FIELD")):
+        path = folder / f"{dataset}.{source}"
+        if path.is_file():
+            check_atomic_file(path, config, source, [config[key]])

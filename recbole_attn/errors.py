@@ -9,6 +9,11 @@ class UsageError(ValueError):
     """A bad model name, dataset, file or option value, said in one line."""
 
 
+class RunFailed(RuntimeError):
+    """A run that ended without a result (diverged, untestable), said in one
+    line; the CLI exits with code 1."""
+
+
 def choice_error(what: str, value: object, choices: Iterable[str]) -> UsageError:
     """Error naming the bad ``value``, the closest valid choice and all of them."""
     choices = sorted(set(choices), key=str.lower)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import time
@@ -16,19 +17,36 @@ from recbole_attn.atomic import atomic_path
 from recbole_attn.compat import plain_data
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+def write_text_atomic(path: str | os.PathLike, text: str, exclusive: bool = False) -> Path:
     """Write ``text`` to ``path`` atomically (see :mod:`recbole_attn.atomic`),
-    flushed to disk before the rename."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as out:
+    flushed to disk before the rename; ``exclusive``: never over an existing file."""
+    with atomic_path(path, exclusive=exclusive) as tmp, open(tmp, "w", newline="") as out:
         out.write(text)
         out.flush()
         os.fsync(out.fileno())
     return Path(path)
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """:func:`write_text_atomic` of ``data`` as JSON (plain data only)."""
-    return write_text_atomic(path, json.dumps(plain_data(data), indent=2))
+def strict_json(data: Any) -> str:
+    """``data`` as strict JSON: non-finite numbers are ``null`` (``NaN`` and
+    ``Infinity`` are not JSON), checked by ``allow_nan=False``."""
+    return json.dumps(finite_or_none(plain_data(data)), indent=2, allow_nan=False)
+
+
+def finite_or_none(value: Any) -> Any:
+    """Plain data with every NaN/inf float replaced by ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite_or_none(item) for item in value]
+    return value
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any, exclusive: bool = False) -> Path:
+    """:func:`write_text_atomic` of ``data`` as strict JSON (plain data only)."""
+    return write_text_atomic(path, strict_json(data), exclusive=exclusive)
 
 
 def unique_results_path(output_dir: str | os.PathLike, stem: str) -> Path:

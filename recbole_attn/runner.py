@@ -18,12 +18,19 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_trainer, init_seed
 
 from recbole_attn import distributed
-from recbole_attn.checkpoint import LastCheckpoint, find_last_checkpoint, resume_training
+from recbole_attn.checkpoint import (
+    LastCheckpoint,
+    find_last_checkpoint,
+    last_checkpoint_path,
+    load_checkpoint,
+    resume_training,
+)
+from recbole_attn.atomic import check_writable_dir
 from recbole_attn.compat import plain_data
 from recbole_attn.config import AttnConfig
 from recbole_attn.data import attach_seen_filters
 from recbole_attn.datasets import check_dataset_files
-from recbole_attn.errors import UsageError
+from recbole_attn.errors import RunFailed, UsageError
 from recbole_attn.models.base import AttnSequentialRecommender
 from recbole_attn.results import machine, unique_results_path, versions, write_json_atomic
 from recbole_attn.trainer import AttnTrainer, NonFiniteLossError
@@ -153,9 +160,18 @@ def build_trainer(config: AttnConfig, model: Any) -> Any:
         trainer = AttnTrainer(config, model)
     else:
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    stem, suffix = os.path.splitext(trainer.saved_model_file)
-    trainer.saved_model_file = distributed.from_rank_zero(f"{stem}-{uuid.uuid4().hex[:6]}{suffix}")
+    trainer.saved_model_file = distributed.from_rank_zero(_free_checkpoint_name(trainer.saved_model_file))
     return trainer
+
+
+def _free_checkpoint_name(recbole_name: str) -> str:
+    """``<Model>-<time>-<random tag>.pth`` such that neither it nor its
+    last checkpoint exists yet: a run never writes over another's files."""
+    stem, suffix = os.path.splitext(recbole_name)
+    while True:
+        name = f"{stem}-{uuid.uuid4().hex[:6]}{suffix}"
+        if not os.path.exists(name) and not os.path.exists(last_checkpoint_path(name)):
+            return name
 
 
 def run(
@@ -202,12 +218,18 @@ def _run_process(
 def _run_config(config: AttnConfig, began: float, write_results: bool) -> dict[str, Any]:
     """The experiment :func:`run` describes, in this process."""
     _configure_logging(config["state"])
+    check_writable_dir(config["checkpoint_dir"], "checkpoint_dir")
+    if write_results:
+        check_writable_dir(config["output_dir"], "output_dir")
     check_dataset_files(config)
+    resume = config["resume"]
+    if resume not in (None, "", False) and str(resume).lower() != "auto":
+        load_checkpoint(str(resume))  # a missing or unreadable file fails before the data is read
     init_seed(config["seed"], config["reproducibility"])
 
     data = _create_dataset(config)
     interactions = data.inter_num  # before data_preparation: it rewrites data into prefix rows in place
-    train_data, valid_data, test_data = data_preparation(config, data)
+    train_data, valid_data, test_data = _prepare_splits(config, data)
     if config["filter_seen"]:
         attach_seen_filters(train_data, valid_data, test_data)
     parallel = not config["single_spec"]
@@ -254,6 +276,8 @@ def _run_config(config: AttnConfig, began: float, write_results: bool) -> dict[s
     test_began = time.perf_counter()
     test = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
     test_seconds = time.perf_counter() - test_began
+    if not test:
+        raise RunFailed(f"the test of {config['model']} on {config['dataset']} gave no metrics")
 
     result: dict[str, Any] = {
         "model": config["model"],
@@ -296,7 +320,7 @@ def _run_config(config: AttnConfig, began: float, write_results: bool) -> dict[s
         path = unique_results_path(config["output_dir"], f"{result['model']}-{result['dataset']}")
         result["results_file"] = str(path)
         try:
-            write_json_atomic(path, result)
+            write_json_atomic(path, result, exclusive=True)
         except OSError as error:
             raise OSError(
                 error.errno,
@@ -304,6 +328,31 @@ def _run_config(config: AttnConfig, began: float, write_results: bool) -> dict[s
                 f"left half-written. Test metrics: {result['test']}; best model: {result['checkpoint']}",
             ) from None
     return result
+
+
+def _prepare_splits(config: AttnConfig, data: Any) -> tuple[Any, Any, Any]:
+    """RecBole's ``data_preparation``; a split that leaves training,
+    validation or test without a row is a :class:`UsageError` saying why."""
+    most = int(max(data.user_counter.values(), default=0)) if data.uid_field else 0
+    split = (config["eval_args"] or {}).get("split")
+
+    def empty(part: str) -> UsageError:
+        return UsageError(
+            f"dataset {config['dataset']!r}: the split {split} leaves {part} empty; the users have at most "
+            f"{most} interactions each, and leave-one-out needs 4 per user (training, validation and test rows "
+            f"each take one, and the first item has no history)"
+        )
+
+    try:
+        parts = data_preparation(config, data)
+    except ValueError as error:  # torch's RandomSampler on an empty training set
+        if "num_samples should be a positive integer" in str(error):
+            raise empty("training") from None
+        raise
+    for part, loader in zip(("training", "validation", "test"), parts):
+        if len(loader.dataset) == 0:
+            raise empty(part)
+    return parts
 
 
 def _create_dataset(config: AttnConfig) -> Any:
@@ -329,7 +378,7 @@ def _resume_file(config: AttnConfig) -> str | None:
     if resume in (None, "", False):
         return None
     if str(resume).lower() == "auto":
-        found = find_last_checkpoint(config["checkpoint_dir"], config["model"], config["dataset"])
+        found = find_last_checkpoint(config["checkpoint_dir"], config)
         logger.info(f"resume=auto: {found or 'no last checkpoint found, starting afresh'}")
         return found
     return str(resume)

@@ -30,7 +30,7 @@ import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.data.interaction import Interaction
 
-from recbole_attn.checkpoint import load_checkpoint
+from recbole_attn.checkpoint import load_checkpoint, load_weights
 from recbole_attn.config import AttnConfig
 from recbole_attn.data import seen_items, training_sequences
 from recbole_attn.errors import UsageError, check_choice, check_positive
@@ -44,7 +44,6 @@ DERIVED_KEYS = frozenset({
     "single_spec", "local_rank", "valid_neg_sample_args", "test_neg_sample_args", "valid_metric_bigger",
 })
 ON_UNKNOWN = ("error", "warn")
-CHECKPOINT_KEYS = ("config", "state_dict")
 
 
 def config_overrides(stored: dict[str, Any], data_path: str | None = None) -> dict[str, Any]:
@@ -156,12 +155,16 @@ def load(
     from recbole_attn.registry import get_model_class
 
     path = Path(checkpoint)
-    stored = load_checkpoint(path, required=CHECKPOINT_KEYS)
+    stored = load_checkpoint(path)
     settings = stored["config"]
     overrides = config_overrides(settings, data_path)
     if device is not None:
         overrides["device"] = str(device)
-    config = AttnConfig(get_model_class(settings["model"]), settings["dataset"], config_dict=overrides)
+    for key in ("model", "dataset"):
+        if not isinstance(settings.get(key), str):
+            raise UsageError(f"checkpoint {str(path)!r} names no {key} in its config")
+    config = AttnConfig(get_model_class(settings["model"]), settings["dataset"], config_dict=overrides,
+                        typed_config_dict=True)
     inter_file = Path(config["data_path"]) / f"{config['dataset']}.inter"
     if not inter_file.is_file():
         raise UsageError(
@@ -172,8 +175,7 @@ def load(
     dataset = create_dataset(config)
     loaders = data_preparation(config, dataset)
     model = config.model_class(config, loaders[0].dataset)
-    model.load_state_dict(stored["state_dict"])
-    model.load_other_parameter(stored.get("other_parameter"))
+    load_weights(model, stored, path)
     model.to(config["device"]).eval()
     # ``dataset`` now holds every prefix row (train, valid and test): rebuilt
     # into each user's whole history in RecBole's own order

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from recbole_attn import distributed
 from recbole_attn.data import AllPositionsLoader
-from recbole_attn.errors import UsageError
+from recbole_attn.errors import RunFailed, UsageError
 from recbole_attn.evaluation import (
     CHUNK_SIZE_KEY,
     TopKCollector,
@@ -35,7 +35,13 @@ from recbole_attn.evaluation import (
 )
 
 
-class NonFiniteLossError(RuntimeError):
+#: Steps between two checks of the running loss: each check reads it back
+#: from the device, so a diverged run stops within this many steps without
+#: a host sync per step.
+NONFINITE_CHECK_STEPS = 16
+
+
+class NonFiniteLossError(RunFailed):
     """Training diverged; the best checkpoint so far is left intact."""
 
 
@@ -74,7 +80,7 @@ class AttnTrainer(Trainer):
         parallel = not self.config["single_spec"]
         distributed.set_epoch(train_data, epoch_idx)
         total = torch.zeros((), device=self.device)
-        for interaction in batches:
+        for step, interaction in enumerate(batches, start=1):
             interaction = interaction.to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
             sync_loss = 0
@@ -88,13 +94,19 @@ class AttnTrainer(Trainer):
                 clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
             self.optimizer.step()
             total += loss.detach().float()
-        epoch_loss = distributed.mean_over_ranks(total).item()  # the one host sync of the epoch
-        if not math.isfinite(epoch_loss):
+            if step % NONFINITE_CHECK_STEPS == 0 and not parallel:
+                self._stop_if_nonfinite(total.item(), epoch_idx, step)
+        epoch_loss = distributed.mean_over_ranks(total).item()  # every process stops at the same step
+        self._stop_if_nonfinite(epoch_loss, epoch_idx, None)
+        return epoch_loss
+
+    def _stop_if_nonfinite(self, loss: float, epoch_idx: int, step: int | None) -> None:
+        if not math.isfinite(loss):
+            where = f"epoch {epoch_idx}" + (f" by step {step}" if step is not None else "")
             raise NonFiniteLossError(
-                f"training loss is {epoch_loss} in epoch {epoch_idx}; stopped. "
+                f"training loss is {loss} in {where}; stopped. "
                 f"The best checkpoint so far is intact: {self.saved_model_file}"
             )
-        return epoch_loss
 
     # -- evaluation ------------------------------------------------------------
     def _init_chunked_eval(self, config: Any) -> None:

@@ -138,12 +138,15 @@ def test_plan_shares_properties_and_lets_the_user_win(tmp_path):
                             config_files=[str(config_file)],
                             overrides=["--MAX_ITEM_LIST_LENGTH=20", "--attention_type=general"])
     sasrec, lightsans, attnrnn = (spec["config_dict"] for spec in specs)
-    assert sasrec["seed"] == 2020 and sasrec["embedding_size"] == 64 and sasrec["loss_type"] == "CE"
+    assert sasrec["seed"] == 2020 and sasrec["loss_type"] == "CE"
+    assert attnrnn["embedding_size"] == 64 and "embedding_size" not in sasrec  # only models that declare it
     assert "hidden_size" not in sasrec  # the config file's 128 applies
     assert sasrec["epochs"] == 3 and sasrec["time_budget"] == 30
     assert lightsans["k_interests"] == 2  # 0.1 * MAX_ITEM_LIST_LENGTH
     assert attnrnn["attention_type"] == "dot" and "--attention_type=general" not in specs[2]["cmd_args"]
-    assert specs[0]["cmd_args"] == ["--MAX_ITEM_LIST_LENGTH=20", "--attention_type=general"]
+    assert specs[0]["cmd_args"] == ["--MAX_ITEM_LIST_LENGTH=20"]  # SASRec declares no attention_type
+    unknown = suite.plan_rows("ml-100k", ["SASRec", "AttnRNN"], overrides=["--learning_rat=0.1"])
+    assert all("--learning_rat=0.1" in spec["cmd_args"] for spec in unknown)  # reaches every model's warning
     assert "k_interests" not in suite.plan_rows("ml-100k", ["LightSANs"], overrides=["--k_interests=7"])[0][
         "config_dict"]
 

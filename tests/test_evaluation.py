@@ -182,7 +182,8 @@ def test_chunk_size_auto_and_off():
 def test_metrics_that_need_every_score_fall_back_and_say_so(ml100k_root, caplog):
     assert metrics_needing_full_scores(METRICS + ["ItemCoverage", "GiniIndex"]) == []
     assert metrics_needing_full_scores(["Recall", "GAUC", "AUC"]) == ["GAUC", "AUC"]
-    settings = {**FAST, "data_path": str(ml100k_root), "metrics": ["Recall", "GAUC"], "eval_item_chunk_size": 97}
+    settings = {**FAST, "data_path": str(ml100k_root), "metrics": ["Recall", "GAUC"], "eval_item_chunk_size": 97,
+                "valid_metric": "Recall@10"}
     config = AttnConfig("AttnSeq", "ml-100k", config_dict=settings)
     train, valid, _ = data_preparation(config, create_dataset(config))
     with caplog.at_level(logging.INFO):

@@ -234,14 +234,16 @@ def test_nan_loss_exits_1_from_the_cli(pattern_root, tmp_path, monkeypatch, caps
 
 
 def _disk_full_for(suffix: str, monkeypatch) -> None:
-    real_replace = os.replace
+    """The final rename (or, for files created exclusively, link) into ``*suffix`` fails."""
+    for name in ("replace", "link"):
+        real = getattr(os, name)
 
-    def replace(src, dst, *args, **kwargs):
-        if str(dst).endswith(suffix):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_replace(src, dst, *args, **kwargs)
+        def fail_into(src, dst, *args, real=real, **kwargs):
+            if str(dst).endswith(suffix):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(src, dst, *args, **kwargs)
 
-    monkeypatch.setattr(os, "replace", replace)
+        monkeypatch.setattr(os, name, fail_into)
 
 
 def test_full_disk_while_writing_results_is_clear_and_harmless(pattern_root, tmp_path, monkeypatch):

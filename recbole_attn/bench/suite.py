@@ -21,7 +21,7 @@ import yaml
 
 from recbole_attn import registry
 from recbole_attn.bench import measure, plots, report
-from recbole_attn.config import AttnConfig, parse_cmd_args
+from recbole_attn.config import AttnConfig, known_keys, parse_cmd_args
 from recbole_attn.datasets import check_dataset_files
 from recbole_attn.errors import UsageError
 from recbole_attn.results import machine, versions
@@ -123,11 +123,17 @@ def plan_rows(
     flags: dict[str, Any] = {"epochs": epochs, "time_budget": budget}
     if data_path:
         flags["data_path"] = str(data_path)
-    shared = {key: value for key, value in SHARED_PROPERTIES.items() if key not in user}
     effective = {**SHARED_PROPERTIES, **user, **flags}
+    rows = expand_models(models, attention_types)
+    # a key reaches the models that declare it; one no model declares reaches all (and is warned about)
+    known = {model: known_keys(registry.get_model_class(model)) for _, model, _ in rows}  # typos fail now
+    declared_somewhere = set().union(*known.values())
     specs = []
-    for label, model, row_keys in expand_models(models, attention_types):
-        registry.get_model_class(model)  # a typo fails now, not an hour in
+    for label, model, row_keys in rows:
+        def applies(key: str, model: str = model) -> bool:
+            return key in known[model] or key not in declared_somewhere
+
+        shared = {key: value for key, value in SHARED_PROPERTIES.items() if key not in user and applies(key)}
         tweaks = MODEL_TWEAKS.get(model, lambda _: {})(effective)
         tweaks = {key: value for key, value in tweaks.items() if key not in user}
         specs.append({
@@ -136,7 +142,7 @@ def plan_rows(
             "dataset": dataset,
             "config_files": list(config_files),
             "config_dict": {**shared, **tweaks, **flags, **row_keys},
-            "cmd_args": [f"--{key}={value}" for key, value in cmd.items() if key not in row_keys],
+            "cmd_args": [f"--{key}={value}" for key, value in cmd.items() if key not in row_keys and applies(key)],
         })
     return specs
 

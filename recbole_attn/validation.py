@@ -1,0 +1,195 @@
+"""Check every setting a run uses before any data is read.
+
+RecBole checks few values and late: ``epochs=0`` tests an untrained model
+with exit 0, ``valid_metric=foo@10`` fails after a whole epoch, ``topk=0``
+ends in a traceback. :func:`validate_settings` turns each of these into one
+:class:`~recbole_attn.errors.UsageError` line naming the key, the value and
+what is valid. :func:`unknown_keys` finds keys that no property file
+declares (typos such as ``learning_rat``), with the closest known key.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import recbole
+
+from recbole_attn.errors import UsageError, check_choice
+from recbole_attn.values import read_yaml_file
+
+Check = Callable[[str, Any], None]
+RECBOLE_PROPERTIES = Path(recbole.__file__).resolve().parent / "properties"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+#: Keys RecBole reads in code with no default in any of its property files.
+CODE_ONLY_KEYS = frozenset({
+    "model", "dataset", "config_files", "device", "encoding", "local_rank", "world_size", "save_step",
+    "tail_ratio", "token_num_threshold", "MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "single_spec",
+    "valid_neg_sample_args", "test_neg_sample_args", "valid_metric_bigger",
+})
+
+
+def _fail(key: str, value: Any, valid: str) -> UsageError:
+    return UsageError(f"{key} must be {valid}, got {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def integer(minimum: int | None = None) -> Check:
+    def check(key: str, value: Any) -> None:
+        if not _is_int(value) or (minimum is not None and value < minimum):
+            raise _fail(key, value, "an integer" + (f" >= {minimum}" if minimum is not None else ""))
+    return check
+
+
+def number(minimum: float, strict: bool = False, optional: bool = False) -> Check:
+    """A finite number above (``strict``) or at least ``minimum``; ``None`` too when ``optional``."""
+    def check(key: str, value: Any) -> None:
+        if optional and value is None:
+            return
+        if not _is_number(value) or value < minimum or (strict and value == minimum):
+            bound = f"{'>' if strict else '>='} {minimum:g}"
+            raise _fail(key, value, f"a finite number {bound}" + (" or None" if optional else ""))
+    return check
+
+
+def boolean(key: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise _fail(key, value, "True or False")
+
+
+def probability(key: str, value: Any) -> None:
+    if not _is_number(value) or not 0 <= value < 1:
+        raise _fail(key, value, "a number in [0, 1)")
+
+
+def text(key: str, value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise _fail(key, value, "a non-empty string")
+
+
+def topk(key: str, value: Any) -> None:
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(_is_int(k) and k >= 1 for k in values):
+        raise _fail(key, value, "an integer >= 1 or a list of them, e.g. [5,10]")
+
+
+def log_level(key: str, value: Any) -> None:
+    check_choice(key, str(value).lower() if isinstance(value, str) else value, LOG_LEVELS)
+
+
+def metric_names() -> dict[str, bool]:
+    """RecBole's metric registry: lower-case name -> whether it takes ``@k``."""
+    from recbole.evaluator.base_metric import TopkMetric
+    from recbole.evaluator.register import metrics_dict
+
+    return {name: issubclass(cls, TopkMetric) for name, cls in metrics_dict.items()}
+
+
+def metrics(key: str, value: Any) -> None:
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+        raise _fail(key, value, "a metric name or a list of them, e.g. ['Recall','NDCG']")
+    known = metric_names()
+    for name in names:
+        if name.lower() not in known:
+            from recbole.evaluator.register import metrics_dict
+
+            choices = sorted(cls.__name__ for cls in metrics_dict.values())
+            raise UsageError(f"unknown metric {name!r} in {key}. Valid choices: {', '.join(choices)}")
+
+
+#: Checks of single keys; keys absent from the settings are not checked.
+KEY_CHECKS: dict[str, Check] = {
+    "epochs": integer(1),
+    "stopping_step": integer(1),
+    "eval_step": integer(1),
+    "MAX_ITEM_LIST_LENGTH": integer(1),
+    "train_batch_size": integer(1),
+    "eval_batch_size": integer(1),
+    "seed": integer(),
+    "learning_rate": number(0, strict=True),
+    "weight_decay": number(0),
+    "time_budget": number(0, optional=True),
+    "topk": topk,
+    "metrics": metrics,
+    "reproducibility": boolean,
+    "show_progress": boolean,
+    "filter_seen": boolean,
+    "strict_keys": boolean,
+    "state": log_level,
+    "checkpoint_dir": text,
+    "output_dir": text,
+}
+#: Checks by name pattern, for the model keys every model spells the same way.
+PATTERN_CHECKS: tuple[tuple[re.Pattern[str], Check], ...] = (
+    (re.compile(r".*dropout(_prob|_rate)?$"), probability),
+    (re.compile(r"(n_layers|n_heads|hidden_size|embedding_size|inner_size|num_layers)$"), integer(1)),
+)
+
+
+def check_valid_metric(settings: Mapping[str, Any]) -> None:
+    """``valid_metric`` must be one of the metrics the run computes: a
+    ``metrics`` name with ``@k`` for a k in ``topk`` (ranking metrics), or
+    the bare name (value metrics such as AUC)."""
+    value = settings.get("valid_metric")
+    if value is None:
+        return
+    computed = [m.lower() for m in ([settings["metrics"]] if isinstance(settings["metrics"], str)
+                                    else settings["metrics"])]
+    cutoffs = settings["topk"] if isinstance(settings["topk"], list) else [settings["topk"]]
+    takes_k = metric_names()
+    choices = [f"{m}@{k}" for m in computed if takes_k[m] for k in cutoffs] + [m for m in computed if not takes_k[m]]
+    if not isinstance(value, str) or value.lower() not in choices:
+        raise UsageError(
+            f"valid_metric {value!r} is not among the metrics this run computes (metrics x topk). "
+            f"Valid choices: {', '.join(choices)}"
+        )
+
+
+def validate_settings(settings: Mapping[str, Any]) -> None:
+    """Raise one :class:`UsageError` for the first bad value in ``settings``."""
+    for key, value in settings.items():
+        check = KEY_CHECKS.get(key) or next(
+            (pattern_check for pattern, pattern_check in PATTERN_CHECKS if pattern.fullmatch(key)), None
+        )
+        if check is not None:
+            check(key, value)
+    if "metrics" in settings and "topk" in settings:
+        check_valid_metric(settings)
+
+
+def declared_keys(files: Iterable[Path]) -> set[str]:
+    """Every key the property ``files`` that exist declare."""
+    keys: set[str] = set()
+    for file in files:
+        if file.is_file():
+            keys.update(read_yaml_file(file))
+    return keys
+
+
+def recbole_property_files() -> list[Path]:
+    """RecBole's general property files (not its per-model ones)."""
+    return [RECBOLE_PROPERTIES / "overall.yaml", RECBOLE_PROPERTIES / "dataset" / "sample.yaml",
+            *sorted((RECBOLE_PROPERTIES / "quick_start_config").glob("*.yaml"))]
+
+
+def unknown_keys(given: Iterable[str], known: set[str]) -> list[str]:
+    """One line per key in ``given`` that ``known`` lacks, with the closest known key."""
+    lines = []
+    for key in given:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        lines.append(f"unknown option {key!r}: no property file declares it{hint}")
+    return lines

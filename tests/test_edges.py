@@ -1,0 +1,340 @@
+"""Every bad input a user can give: exit 2, one line naming the bad value,
+no results or checkpoint file, no traceback; values are data, never code.
+The table here is the one in docs/reliability.md ("Bad input")."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import recbole_attn
+from recbole_attn.atomic import atomic_path
+from recbole_attn.bench import suite
+from recbole_attn.cli import main
+from recbole_attn.config import AttnConfig, parse_cmd_args
+from recbole_attn.datasets import check_dataset_files
+from recbole_attn.errors import UsageError
+from recbole_attn.results import strict_json
+from recbole_attn.trainer import NONFINITE_CHECK_STEPS, AttnTrainer, NonFiniteLossError
+from recbole_attn.values import parse_value
+from tests.conftest import FAST
+
+HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
+EVIL = "__import__('os').system('touch marker')"
+
+
+def _inter_rows(users: int = 30, per_user: int = 6) -> list[str]:
+    return [f"{u}\t{(u + t) % 40 + 1}\t1\t{t}" for u in range(1, users + 1) for t in range(per_user)]
+
+
+def _write_dataset(root: Path, name: str, lines: list[str], header: str = HEADER) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.inter").write_text("\n".join([header, *lines]) + "\n")
+    return root
+
+
+def _good_args(root: Path, tmp: Path, extra: list[str] = ()) -> list[str]:
+    """A run that trains (``test_a_good_row_of_the_table_trains``), its files
+    under ``tmp``, with ``extra`` ``--key=value`` on top."""
+    settings = {"model": "AttnSeq", "dataset": "edge", "data_path": root, **FAST, "epochs": 1,
+                "output_dir": tmp / "results", "checkpoint_dir": tmp / "saved"}
+    settings.pop("embedding_size")  # AttnSeq has none: no unknown-key warning line in these runs
+    settings.update(parse_cmd_args(extra))
+    return [f"--{key}={value}" for key, value in settings.items()]
+
+
+@pytest.fixture(scope="module")
+def edge_root(tmp_path_factory) -> Path:
+    return _write_dataset(tmp_path_factory.mktemp("edge"), "edge", _inter_rows())
+
+
+def _bad_yaml(tmp: Path) -> list[str]:
+    path = tmp / "bad.yaml"
+    path.write_text("epochs: 3\nlearning_rate: [0.1\n")
+    return [f"--config_files={path}"]
+
+
+def _under_a_file(key: str):
+    def args(tmp: Path) -> list[str]:
+        (tmp / "plain_file").write_text("x")
+        return [f"--{key}={tmp / 'plain_file' / 'sub'}"]
+    return args
+
+
+def _data(lines: list[str], header: str = HEADER):
+    def args(tmp: Path) -> list[str]:
+        _write_dataset(tmp / "data", "broken", lines, header)
+        return [f"--data_path={tmp / 'data'}", "--dataset=broken"]
+    return args
+
+
+_ROWS = _inter_rows()
+#: (id, extra arguments (or a function of a scratch folder giving them), text the one line must hold)
+BAD_INPUTS = [
+    ("length 0", ["--MAX_ITEM_LIST_LENGTH=0"], "MAX_ITEM_LIST_LENGTH must be an integer >= 1, got 0"),
+    ("negative lr", ["--learning_rate=-1"], "learning_rate must be a finite number > 0, got -1"),
+    ("nan lr", ["--learning_rate=nan"], "learning_rate must be a finite number > 0, got nan"),
+    ("train batch 0", ["--train_batch_size=0"], "train_batch_size must be an integer >= 1, got 0"),
+    ("eval batch 0", ["--eval_batch_size=0"], "eval_batch_size must be an integer >= 1, got 0"),
+    ("topk 0", ["--topk=0"], "topk must be an integer >= 1"),
+    ("topk text", ["--topk=[5,'x']"], "topk must be an integer >= 1"),
+    ("unknown metric", ["--metrics=['Foo']"], "unknown metric 'Foo' in metrics. Valid choices: AUC"),
+    ("valid metric", ["--valid_metric=foo@10"], "valid_metric 'foo@10' is not among"),
+    ("valid metric k", ["--valid_metric=NDCG@7"], "Valid choices: recall@5"),
+    ("seed text", ["--seed=abc"], "seed must be an integer, got 'abc'"),
+    ("epochs float", ["--epochs=1.5"], "epochs must be an integer >= 1, got 1.5"),
+    ("epochs 0", ["--epochs=0"], "epochs must be an integer >= 1, got 0"),
+    ("epochs -1", ["--epochs=-1"], "epochs must be an integer >= 1, got -1"),
+    ("budget text", ["--time_budget=abc"], "time_budget must be a finite number >= 0 or None, got 'abc'"),
+    ("budget -1", ["--time_budget=-1"], "time_budget must be a finite number >= 0 or None, got -1"),
+    ("stopping -1", ["--stopping_step=-1"], "stopping_step must be an integer >= 1, got -1"),
+    ("eval step 0", ["--eval_step=0"], "eval_step must be an integer >= 1, got 0"),
+    ("dropout 1.5", ["--hidden_dropout_prob=1.5"], "hidden_dropout_prob must be a number in [0, 1), got 1.5"),
+    ("heads 0", ["--n_heads=0"], "n_heads must be an integer >= 1, got 0"),
+    ("filter_seen", ["--filter_seen=maybe"], "filter_seen must be True or False, got 'maybe'"),
+    ("state", ["--state=loud"], "unknown state 'loud'"),
+    ("device", ["--device=abc"], "invalid device 'abc'"),
+    ("train_mode", ["--train_mode=everything"], "unknown train_mode 'everything'"),
+    ("eval_args", ["--eval_args=5"], "eval_args"),
+    ("typo, strict", ["--learning_rat=0.1", "--strict_keys=True"], "unknown option 'learning_rat'"),
+    ("malformed yaml", _bad_yaml, "bad.yaml' line 3"),
+    ("missing yaml", lambda tmp: [f"--config_files={tmp / 'nope.yaml'}"], "nope.yaml"),
+    ("dataset path", ["--dataset=d/../../x"], "dataset name 'd/../../x' must be a plain name"),
+    ("model path", ["--model=../AttnSeq"], "model name '../AttnSeq' must be a plain name"),
+    ("unknown model", ["--model=AttnSeqq"], "Did you mean 'AttnSeq'?"),
+    ("output_dir", _under_a_file("output_dir"), "output_dir"),
+    ("checkpoint_dir", _under_a_file("checkpoint_dir"), "checkpoint_dir"),
+    ("resume missing", lambda tmp: [f"--resume={tmp / 'gone-last.pth'}"], "gone-last.pth does not exist"),
+    ("text timestamp", _data([*_ROWS[:7], "3\t5\t1\tyesterday", *_ROWS[7:]]),
+     "column 'timestamp' line 9: 'yesterday' is not a number"),
+    ("nan timestamp", _data([*_ROWS[:4], "1\t5\t1\tnan", *_ROWS[4:]]), "column 'timestamp': 1 rows have no value"),
+    ("missing user", _data([*_ROWS, "\t5\t1\t3", "\t6\t1\t4"]), "column 'user_id': 2 rows have no value"),
+    ("missing item", _data([*_ROWS[:2], "1\t\t1\t3", *_ROWS[2:]]), "(first at line 4)"),
+    ("short row", _data([*_ROWS[:2], "1\t4", *_ROWS[2:]]), "column 'timestamp': 1 rows have no value"),
+    ("long row", _data([*_ROWS[:2], "1\t4\t1\t5\t9\t9", *_ROWS[2:]]), "cannot be read"),
+    ("header type", _data(_ROWS, "user_id:token\titem_id:tokn\trating:float\ttimestamp:float"),
+     "column 'item_id:tokn' must be NAME:TYPE"),
+    ("two per user", _data(_inter_rows(per_user=2)), "leaves validation empty"),
+    ("one per user", _data(_inter_rows(per_user=1)), "leaves training empty"),
+    ("no item column", _data(_ROWS, "user_id:token\tproduct:token\trating:float\ttimestamp:float"),
+     "no 'item_id' column"),
+]
+
+
+@pytest.mark.parametrize("extra, needle", [row[1:] for row in BAD_INPUTS], ids=[row[0] for row in BAD_INPUTS])
+def test_bad_input_exits_2_in_one_line_and_writes_nothing(extra, needle, edge_root, tmp_path, capsys):
+    extra = extra(tmp_path) if callable(extra) else extra
+    out, saved = tmp_path / "results", tmp_path / "saved"
+    args = _good_args(edge_root, tmp_path, extra)
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert needle in err and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists() and not saved.exists()
+    assert not (tmp_path / "marker").exists()
+
+
+def test_a_good_row_of_the_table_trains(edge_root, tmp_path, capsys):
+    """The table's baseline arguments are good: each row fails for its own value."""
+    out = tmp_path / "results"
+    assert main(_good_args(edge_root, tmp_path)) == 0
+    [results] = out.glob("*.json")
+    json.loads(results.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in results JSON"))
+
+
+def test_duplicated_rows_are_counted_in_a_warning(tmp_path, caplog):
+    root = _write_dataset(tmp_path, "dups", [*_ROWS, _ROWS[0], _ROWS[1], _ROWS[1]])
+    config = AttnConfig("AttnSeq", "dups", config_dict={"data_path": str(root)})
+    with caplog.at_level(logging.WARNING):
+        check_dataset_files(config)
+    assert "3 rows repeat an earlier row exactly" in caplog.text
+
+
+def test_an_unknown_key_warns_naming_the_closest_known_key(caplog):
+    with caplog.at_level(logging.WARNING):
+        config = AttnConfig("AttnSeq", "ml-100k", cmd_args=["--learning_rat=0.1"])
+    assert "unknown option 'learning_rat'" in caplog.text and "did you mean 'learning_rate'" in caplog.text
+    assert config["learning_rat"] == 0.1
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # keys a user YAML declares are known
+        AttnConfig("AttnSeq", "ml-100k", cmd_args=["--learning_rate=0.1", "--n_layers=1"])
+    assert "unknown option" not in caplog.text
+
+
+def test_a_field_over_the_csv_limit_loads(tmp_path):
+    lines = [*_ROWS[:1], f"1\t{'x' * 200_000}\t1\t1", *_ROWS[1:]]
+    root = _write_dataset(tmp_path, "wide", lines)
+    result = recbole_attn.run("AttnSeq", "wide", config_dict={**FAST, "epochs": 1, "data_path": str(root)},
+                              write_results=False)
+    assert result["dataset_stats"]["items"] == len({line.split("\t")[1] for line in lines}) + 1  # + padding
+
+
+# ----------------------------------------------------------------------------- values are data
+
+def test_a_command_line_value_is_never_run(tmp_path):
+    config = AttnConfig("AttnSeq", "ml-100k", cmd_args=[f"--note={EVIL}", "--topk=[5,10]",
+                                                        "--eval_args={'mode': 'full'}", "--time_budget=None"])
+    assert config["note"] == EVIL and not (tmp_path / "marker").exists()
+    assert config["topk"] == [5, 10] and config["time_budget"] is None
+    assert config["eval_args"]["mode"] == {"valid": "full", "test": "full"}
+    assert config["eval_args"]["split"] == {"LS": "valid_and_test"}  # a partial eval_args keeps the project's split
+
+
+def test_the_benchmark_never_runs_an_override(tmp_path):
+    specs = suite.plan_rows("ml-100k", ["AttnSeq"], overrides=[f"--note={EVIL}"])
+    suite.preflight(specs[0])
+    assert f"--note={EVIL}" in specs[0]["cmd_args"] and not (tmp_path / "marker").exists()
+
+
+def test_yaml_tags_are_not_constructed(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("note: !!python/object/apply:os.system ['touch marker']\n")
+    with pytest.raises(UsageError, match="evil.yaml"):
+        AttnConfig("AttnSeq", "ml-100k", [str(path)])
+    assert not (tmp_path / "marker").exists()
+
+
+@pytest.mark.parametrize("text, value", [
+    ("5", 5), ("1e-3", 1e-3), ("[5, 10]", [5, 10]), ("{'mode': 'full'}", {"mode": "full"}), ("True", True),
+    ("false", False), ("None", None), ("~", None), ("null", None), ("none", "none"), ("inf", math.inf),
+    ("-inf", -math.inf), ("abc", "abc"), ("", ""), (EVIL, EVIL), ("(1,", "(1,"), ("[" * 200, "[" * 200),
+])
+def test_parse_value_reads_literals_only(text, value):
+    assert parse_value(text) == value
+
+
+@pytest.fixture(scope="module")
+def trained(edge_root, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("trained")
+    settings = {**FAST, "epochs": 1, "data_path": str(edge_root), "checkpoint_dir": str(folder / "saved")}
+    settings.pop("embedding_size")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        return recbole_attn.run("AttnSeq", "edge", config_dict=settings, write_results=False)
+
+
+def _edited_checkpoint(source: str, target: Path, **config_changes) -> Path:
+    state = torch.load(source, weights_only=True)
+    state["config"].update(config_changes)
+    with atomic_path(target) as tmp:
+        torch.save(state, tmp)
+    return target
+
+
+def test_an_evil_checkpoint_config_is_served_as_plain_data(trained, tmp_path, capsys):
+    evil = _edited_checkpoint(trained["checkpoint"], tmp_path / "evil.pth", note=EVIL, checkpoint_dir=EVIL)
+    torch.load(evil, weights_only=True)  # plain data: passes torch's safe loader
+    assert main(["recommend", "--checkpoint", str(evil), "--user", "1"]) == 0
+    assert "rank" in capsys.readouterr().out and not (tmp_path / "marker").exists()
+    loaded = recbole_attn.load(evil)
+    assert loaded.config["note"] == EVIL and not (tmp_path / "marker").exists()
+
+
+def test_a_checkpoint_that_does_not_fit_its_config_exits_2(trained, tmp_path, capsys):
+    bent = _edited_checkpoint(trained["checkpoint"], tmp_path / "bent.pth", hidden_size=48)
+    assert main(["recommend", "--checkpoint", str(bent), "--user", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit this model's settings" in err and err.count("\n") == 1
+
+
+def test_a_checkpoint_with_a_bad_stored_value_exits_2(trained, tmp_path, capsys):
+    bad = _edited_checkpoint(trained["checkpoint"], tmp_path / "bad.pth", epochs=0)
+    assert main(["recommend", "--checkpoint", str(bad), "--user", "1"]) == 2
+    assert "epochs must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- resume matches its run
+
+def test_resume_skips_or_refuses_a_checkpoint_of_other_settings(trained, edge_root, tmp_path, caplog):
+    saved = Path(trained["last_checkpoint"]).parent
+    base = {**FAST, "epochs": 1, "data_path": str(edge_root), "checkpoint_dir": str(saved)}
+    base.pop("embedding_size")
+    with caplog.at_level(logging.WARNING):
+        other = recbole_attn.run("AttnSeq", "edge", config_dict={**base, "learning_rate": 0.01, "resume": "auto"},
+                                 write_results=False)
+    assert other["resumed_from"] is None and "skipping" in caplog.text
+    with pytest.raises(UsageError, match=r"other settings \(learning_rate: 0.001 -> 0.01\)"):
+        recbole_attn.run("AttnSeq", "edge", write_results=False,
+                         config_dict={**base, "learning_rate": 0.01, "resume": trained["last_checkpoint"]})
+    same = recbole_attn.run("AttnSeq", "edge", config_dict={**base, "epochs": 2, "resume": "auto"},
+                            write_results=False)
+    assert same["resumed_from"] == trained["last_checkpoint"]  # epochs may change on resume
+
+
+# ----------------------------------------------------------------------------- results
+
+def test_results_are_strict_json_and_never_overwrite(tmp_path):
+    assert strict_json({"best": -math.inf, "curve": [math.nan, 1.5]}) == strict_json({"best": None,
+                                                                                      "curve": [None, 1.5]})
+    target = tmp_path / "r.json"
+    with atomic_path(target, exclusive=True) as tmp:
+        Path(tmp).write_text("{}")
+    with pytest.raises(FileExistsError), atomic_path(target, exclusive=True) as tmp:
+        Path(tmp).write_text("[1]")
+    assert target.read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+# ----------------------------------------------------------------------------- properties
+
+_OPTION_KEYS = ["epochs", "learning_rate", "topk", "metrics", "valid_metric", "seed", "time_budget",
+                "MAX_ITEM_LIST_LENGTH", "train_batch_size", "eval_args", "filter_seen", "window_overlap",
+                "hidden_dropout_prob", "state", "eval_item_chunk_size", "nproc", "train_mode", "loss_type"]
+_VALUE_TEXT = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["0", "-1", "1.5", "nan", "inf", "None", "[]", "[0]", "{}", "{'mode': 5}", "[5,'x']",
+                     "NDCG@10", "['NDCG']", "True", "'a'", "(1,)", "1e400", "-0.0"]),
+    st.integers(-3, 3).map(str),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(_OPTION_KEYS), text=_VALUE_TEXT)
+def test_any_option_value_gives_a_config_or_a_usage_error(key, text):
+    try:
+        AttnConfig("AttnSeq", "ml-100k", cmd_args=[f"--{key}={text}"])
+    except UsageError as error:
+        assert "\n" not in str(error)
+
+
+_CELL = st.one_of(st.text(alphabet="ab1 .-\t\"'", max_size=5), st.sampled_from(["", "nan", "1", "2.5", "x"]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(header=st.lists(st.sampled_from(["user_id:token", "item_id:token", "timestamp:float", "rating:float",
+                                        "tags:token_seq", "x", "item_id:int", ""]), min_size=1, max_size=5),
+       rows=st.lists(st.lists(_CELL, min_size=0, max_size=6), max_size=8))
+def test_any_atomic_file_passes_the_checks_or_is_a_usage_error(header, rows, tmp_path_factory):
+    root = tmp_path_factory.mktemp("fuzz")
+    lines = ["\t".join(cells) for cells in rows]
+    _write_dataset(root, "fuzz", lines, "\t".join(header))
+    try:
+        config = AttnConfig("AttnSeq", "fuzz", config_dict={"data_path": str(root)})
+        check_dataset_files(config)
+    except UsageError as error:
+        assert "\n" not in str(error)
+
+
+# ----------------------------------------------------------------------------- divergence
+
+def test_a_nan_loss_stops_training_within_the_check_interval(pattern_root, monkeypatch):
+    steps = []
+    original = AttnTrainer._train_epoch
+
+    def diverging_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        def nan_loss(batch):
+            steps.append(epoch_idx)
+            return self.model.calculate_loss(batch) * float("nan")
+        return original(self, train_data, epoch_idx, nan_loss, show_progress)
+
+    monkeypatch.setattr(AttnTrainer, "_train_epoch", diverging_epoch)
+    settings = {**FAST, "epochs": 1, "data_path": str(pattern_root), "train_batch_size": 4}
+    with pytest.raises(NonFiniteLossError, match=f"epoch 0 by step {NONFINITE_CHECK_STEPS}"):
+        recbole_attn.run("AttnSeq", "pattern", config_dict=settings, write_results=False)
+    assert len(steps) == NONFINITE_CHECK_STEPS  # an epoch here has 75 steps
