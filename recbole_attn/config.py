@@ -34,7 +34,7 @@ import logging
 
 import torch
 from recbole.config import Config
-from recbole.utils import InputType
+from recbole.utils import InputType, ModelType
 
 from recbole_attn import distributed, registry
 from recbole_attn.errors import UsageError, check_choice, check_positive, check_probability
@@ -81,6 +81,12 @@ def project_properties_dir() -> Path:
         if (candidate / "overall.yaml").is_file():
             return candidate
     raise FileNotFoundError(f"project properties not found beside {_PACKAGE_DIR}")
+
+
+def model_option_choices(model_class: type) -> dict[str, tuple[str, ...]]:
+    """Valid values of a model's text options, where the model declares them
+    (``option_choices``; RecBole's models check their own, at build time)."""
+    return dict(getattr(model_class, "option_choices", None) or {})
 
 
 def known_keys(model_class: type) -> set[str]:
@@ -229,10 +235,14 @@ class AttnConfig(Config):
             except RuntimeError as error:
                 raise UsageError(f"invalid device {requested!r}: expected cpu, cuda or cuda:N") from error
 
-    @staticmethod
-    def _validate_project_options(final: dict[str, Any]) -> None:
-        for key, choices in PROJECT_CHOICES.items():
-            check_choice(key, final.get(key), choices)
+    def _validate_project_options(self, final: dict[str, Any]) -> None:
+        for key, choices in {**PROJECT_CHOICES, **model_option_choices(self.model_class)}.items():
+            if key in final or key in PROJECT_CHOICES:
+                check_choice(key, final.get(key), choices)
+        order = (final.get("eval_args") or {}).get("order")
+        if self.model_class.type == ModelType.SEQUENTIAL and order not in (None, "TO"):
+            raise UsageError(f"eval_args order {order!r} does not fit a sequential model, whose histories "
+                             f"are time-ordered: use 'TO'")
         check_positive("nproc", final.get("nproc"))
         check_chunk_size(final.get(CHUNK_SIZE_KEY))
         check_probability("window_overlap", final.get("window_overlap"))

@@ -44,6 +44,8 @@ def typed_header(path: Path, separator: str = "\t", encoding: str = "utf-8") -> 
         if not colon or not name or kind not in FIELD_TYPES:
             raise UsageError(f"{path} line 1: column {column!r} must be NAME:TYPE with TYPE one of "
                              f"{', '.join(FIELD_TYPES)}")
+        if name in [known for known, _ in columns]:
+            raise UsageError(f"{path} line 1: column {name!r} appears twice")
         columns.append((name, kind))
     return columns
 
@@ -116,13 +118,19 @@ def check_dataset_files(config: Any) -> None:
             f"Pass --data_path=DIR where DIR/{dataset}/{dataset}.inter exists"
         )
     separator, encoding = config["field_separator"] or "\t", config["encoding"] or "utf-8"
-    columns = atomic_header(inter_file, separator, encoding)
-    for key in ("USER_ID_FIELD", "ITEM_ID_FIELD"):
+    header = typed_header(inter_file, separator, encoding)
+    columns, loaded = [name for name, _ in header], [name for name, _ in _loaded_columns(config, "inter", header)]
+    by_time = (config["eval_args"] or {}).get("order") == "TO"
+    keys = ("USER_ID_FIELD", "ITEM_ID_FIELD", "TIME_FIELD") if by_time else ("USER_ID_FIELD", "ITEM_ID_FIELD")
+    for key in keys:
         if config[key] not in columns:
             raise UsageError(
                 f"{inter_file} has no {config[key]!r} column ({key}); "
                 f"its header has: {', '.join(columns) or 'nothing'}"
             )
+        if config[key] not in loaded:
+            raise UsageError(f"load_col leaves out {config[key]!r} ({key}) of {inter_file}: add it to "
+                             f"load_col's inter list")
     required = [config[key] for key in ("USER_ID_FIELD", "ITEM_ID_FIELD", "TIME_FIELD") if config[key]]
     check_atomic_file(inter_file, config, "inter", required)
     for source, key in (("user", "USER_ID_FIELD"), ("item", "ITEM_ID_FIELD")):

@@ -108,6 +108,52 @@ def metrics(key: str, value: Any) -> None:
             raise UsageError(f"unknown metric {name!r} in {key}. Valid choices: {', '.join(choices)}")
 
 
+_EVAL_MODE = re.compile(r"full|labeled|(uni|pop)[1-9][0-9]*")
+_SPLIT_LS = ("valid_and_test", "valid_only", "test_only")
+_INTERVAL = re.compile(r"^[\[(]\s*-?(\d+(\.\d*)?|inf)\s*,\s*-?(\d+(\.\d*)?|inf)\s*[\])]$")
+
+
+def eval_args(key: str, value: Any) -> None:
+    """RecBole's evaluation protocol: ``split`` (``RS`` three ratios or
+    ``LS`` leave-one-out), ``order`` (RO/TO), ``group_by`` (user/none),
+    ``mode`` (full, labeled, uniN, popN; or one per phase)."""
+    if not isinstance(value, dict):
+        raise _fail(key, value, "a dict such as {'split': {'LS': 'valid_and_test'}, 'order': 'TO', 'mode': 'full'}")
+    unknown = sorted(set(value) - {"split", "order", "group_by", "mode"})
+    if unknown:
+        raise UsageError(f"{key} has unknown part {unknown[0]!r}. Valid parts: split, order, group_by, mode")
+    split = value.get("split")
+    ratios_ok = isinstance(split, dict) and list(split) == ["RS"] and isinstance(split["RS"], list) and \
+        len(split["RS"]) == 3 and all(_is_number(r) and r >= 0 for r in split["RS"]) and sum(split["RS"]) > 0
+    loo_ok = isinstance(split, dict) and list(split) == ["LS"] and split["LS"] in _SPLIT_LS
+    if split is not None and not (ratios_ok or loo_ok):
+        raise _fail(f"{key} split", split, f"{{'RS': [train, valid, test ratios]}} or {{'LS': one of "
+                                           f"{', '.join(_SPLIT_LS)}}}")
+    if value.get("order") is not None:
+        check_choice(f"{key} order", value["order"], ("RO", "TO"))
+    if value.get("group_by") is not None:
+        check_choice(f"{key} group_by", value["group_by"], ("user", "none"))
+    mode = value.get("mode")
+    phases = mode.items() if isinstance(mode, dict) else [("mode", mode)] if mode is not None else []
+    if isinstance(mode, dict) and not set(mode) <= {"valid", "test"}:
+        raise _fail(f"{key} mode", mode, "one mode, or {'valid': MODE, 'test': MODE}")
+    for phase, one in phases:
+        if not isinstance(one, str) or not _EVAL_MODE.fullmatch(one):
+            raise _fail(f"{key} mode" + (f" {phase}" if phase != "mode" else ""), one,
+                        "full, labeled, uniN or popN (N sampled negatives, e.g. uni100)")
+
+
+def optional_mapping(key: str, value: Any) -> None:
+    if value is not None and not isinstance(value, dict):
+        raise _fail(key, value, "a dict or None")
+
+
+def interval(key: str, value: Any) -> None:
+    """RecBole's filter intervals, e.g. ``[5,inf)``."""
+    if value is not None and not (isinstance(value, str) and _INTERVAL.match(value)):
+        raise _fail(key, value, "an interval such as '[5,inf)' or None")
+
+
 #: Checks of single keys; keys absent from the settings are not checked.
 KEY_CHECKS: dict[str, Check] = {
     "epochs": integer(1),
@@ -129,6 +175,14 @@ KEY_CHECKS: dict[str, Check] = {
     "state": log_level,
     "checkpoint_dir": text,
     "output_dir": text,
+    "eval_args": eval_args,
+    "load_col": optional_mapping,
+    "unload_col": optional_mapping,
+    "clip_grad_norm": optional_mapping,
+    "train_neg_sample_args": optional_mapping,
+    "num_negatives": integer(0),
+    "user_inter_num_interval": interval,
+    "item_inter_num_interval": interval,
 }
 #: Checks by name pattern, for the model keys every model spells the same way.
 PATTERN_CHECKS: tuple[tuple[re.Pattern[str], Check], ...] = (

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from recbole_attn.models.attnrnn import AttnRNN
+
 from recbole_attn.bench import plots, report, suite
 from recbole_attn.bench.cli import budget_seconds, main
 from recbole_attn.errors import UsageError
@@ -168,14 +170,23 @@ def test_worker_deaths_are_said_in_words():
 
 def test_crashing_model_gets_a_row_and_tables_need_no_matplotlib(ml100k_root, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    with pytest.raises(UsageError, match="unknown attention_type 'bogus'"):  # every row checked before training
+        suite.run_benchmark(models=["AttnSeq", "AttnRNN[bogus]"], epochs=1, output_dir="out",
+                            data_path=str(ml100k_root), isolated=False)
+    assert not Path("out").exists()
+
+    def crash(self, interaction):
+        raise RuntimeError("model crashed")
+
+    monkeypatch.setattr(AttnRNN, "calculate_loss", crash)
     said = []
-    record = suite.run_benchmark(models=["AttnRNN[bogus]"], epochs=1, output_dir="out",
+    record = suite.run_benchmark(models=["AttnRNN"], epochs=1, output_dir="out",
                                  data_path=str(ml100k_root), isolated=False, echo=said.append)
     [row] = record["rows"]
-    assert row["status"] == "error" and "attention_type" in row["error"] and "Traceback" in row["traceback"]
+    assert row["status"] == "error" and "model crashed" in row["error"] and "Traceback" in row["traceback"]
     assert any("matplotlib is not installed" in line for line in said)
     assert set(record["files"]) == {"json", "markdown", "csv"}
-    assert "error: UsageError" in open(record["files"]["markdown"]).read()
+    assert "error: RuntimeError" in open(record["files"]["markdown"]).read()
     assert json.load(open(record["files"]["json"]))["finished"] is True
 
 

@@ -102,7 +102,23 @@ BAD_INPUTS = [
     ("state", ["--state=loud"], "unknown state 'loud'"),
     ("device", ["--device=abc"], "invalid device 'abc'"),
     ("train_mode", ["--train_mode=everything"], "unknown train_mode 'everything'"),
-    ("eval_args", ["--eval_args=5"], "eval_args"),
+    ("eval_args", ["--eval_args=5"], "eval_args must be a dict"),
+    ("eval_args mode", ["--eval_args={'mode':'uni'}"], "eval_args mode must be full, labeled, uniN or popN"),
+    ("eval_args split", ["--eval_args={'split':{'RS':[0.8,0.1]}}"], "eval_args split must be"),
+    ("eval_args order", ["--eval_args={'order':'XX'}"], "unknown eval_args order 'XX'"),
+    ("random order", ["--eval_args={'order':'RO'}"], "eval_args order 'RO' does not fit a sequential model"),
+    ("eval_args part", ["--eval_args={'modes':'full'}"], "eval_args has unknown part 'modes'"),
+    ("load_col", ["--load_col=5"], "load_col must be a dict or None, got 5"),
+    ("clip_grad_norm", ["--clip_grad_norm=5"], "clip_grad_norm must be a dict or None, got 5"),
+    ("num_negatives", ["--num_negatives=-3"], "num_negatives must be an integer >= 0, got -3"),
+    ("interval", ["--user_inter_num_interval=abc"], "user_inter_num_interval must be an interval"),
+    ("time field not loaded", ["--TIME_FIELD=rating"], "load_col leaves out 'rating' (TIME_FIELD)"),
+    ("loss_type", ["--loss_type=MSE"], "unknown loss_type 'MSE'"),
+    ("feature_fusion", ["--feature_fusion=mean"], "unknown feature_fusion 'mean'"),
+    ("attention_type", ["--model=AttnRNN", "--attention_type=bahdanau"], "unknown attention_type 'bahdanau'"),
+    ("window_overlap", ["--window_overlap=1"], "window_overlap must be a number in [0, 1), got 1"),
+    ("nproc", ["--nproc=0"], "nproc must be an integer > 0, got 0"),
+    ("empty dataset", ["--dataset="], "dataset name '' must be a plain name"),
     ("typo, strict", ["--learning_rat=0.1", "--strict_keys=True"], "unknown option 'learning_rat'"),
     ("malformed yaml", _bad_yaml, "bad.yaml' line 3"),
     ("missing yaml", lambda tmp: [f"--config_files={tmp / 'nope.yaml'}"], "nope.yaml"),
@@ -189,7 +205,7 @@ def test_a_command_line_value_is_never_run(tmp_path):
 
 def test_the_benchmark_never_runs_an_override(tmp_path):
     specs = suite.plan_rows("ml-100k", ["AttnSeq"], overrides=[f"--note={EVIL}"])
-    suite.preflight(specs[0])
+    suite.preflight(specs)
     assert f"--note={EVIL}" in specs[0]["cmd_args"] and not (tmp_path / "marker").exists()
 
 

@@ -147,11 +147,12 @@ def plan_rows(
     return specs
 
 
-def preflight(spec: dict[str, Any]) -> None:
-    """Build one row's config and check its data files, so that a wrong
-    dataset, path or option value fails before any training."""
-    config = AttnConfig(spec["model"], spec["dataset"], spec["config_files"], spec["config_dict"], spec["cmd_args"])
-    check_dataset_files(config)
+def preflight(specs: Sequence[dict[str, Any]]) -> None:
+    """Build every row's config and check the data files once, so that a
+    wrong dataset, path or option value fails before any training."""
+    configs = [AttnConfig(spec["model"], spec["dataset"], spec["config_files"], spec["config_dict"],
+                          spec["cmd_args"]) for spec in specs]
+    check_dataset_files(configs[0])
 
 
 def worker_failure(returncode: int) -> str:
@@ -229,7 +230,7 @@ def run_benchmark(
     if jobs > 1 and not isolated:
         raise UsageError("jobs > 1 needs one process per model: drop --in_process")
     specs = plan_rows(dataset, models, attention_types, budget, epochs, data_path, config_files, overrides)
-    preflight(specs[0])
+    preflight(specs)
     paths = report.output_paths(output_dir, dataset)
     began = time.perf_counter()
     record: dict[str, Any] = {

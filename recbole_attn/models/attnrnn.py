@@ -68,6 +68,11 @@ class AttnRNN(AttnSequentialRecommender):
     against the (tied) item embedding table."""
 
     supports_all_positions = True
+    option_choices = {
+        **AttnSequentialRecommender.option_choices,
+        "rnn_type": tuple(RNN_TYPES), "attention_type": ATTENTION_TYPES, "attend_over": ATTEND_OVER,
+        "fusion": FUSIONS,
+    }
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)

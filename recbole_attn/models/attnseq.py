@@ -70,6 +70,7 @@ class AttnSeq(AttnSequentialRecommender):
     with the (tied) item embedding table."""
 
     supports_all_positions = True
+    option_choices = {**AttnSequentialRecommender.option_choices, "feature_fusion": FEATURE_FUSIONS}
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)

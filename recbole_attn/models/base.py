@@ -39,10 +39,15 @@ class AttnSequentialRecommender(SequentialRecommender):
     properties_file: ClassVar[Path]
     #: Whether ``encode`` gives a causal vector per position.
     supports_all_positions: ClassVar[bool] = False
+    #: Valid values of the model's text options; the config checks them before any data is read.
+    option_choices: ClassVar[dict[str, tuple[str, ...]]] = {
+        "loss_type": LOSS_TYPES, "negative_sampler": NEGATIVE_SAMPLERS,
+    }
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.properties_file = _PROPERTIES_DIR / f"{cls.__name__}.yaml"
+        if "properties_file" not in cls.__dict__:  # a plugin's own file wins
+            cls.properties_file = _PROPERTIES_DIR / f"{cls.__name__}.yaml"
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
