@@ -39,8 +39,9 @@ import numpy as np
 import torch
 
 from recbole_attn import distributed
-from recbole_attn.compat import atomic_torch_save, plain_data
+from recbole_attn.serialization import atomic_torch_save, plain_data
 from recbole_attn.errors import UsageError
+from recbole_attn.hooks import TrainerHook
 
 logger = logging.getLogger(__name__)
 
@@ -164,33 +165,35 @@ def _loader_generator(loader: Any) -> torch.Generator | None:
 
 # ----------------------------------------------------------------------------- saving
 
-class LastCheckpoint:
-    """Writes the trainer's last checkpoint after every epoch.
+class LastCheckpoint(TrainerHook):
+    """Writes the trainer's last checkpoint after every epoch (any RecBole
+    trainer): on entering epoch ``e`` it saves the state after epoch
+    ``e - 1``. Call :meth:`save` with ``finished=True`` once ``fit`` returns.
+    ``extra`` returns plain data to store beside (the runner's per-epoch
+    curve). ``path``: the file, by default beside the best-model file."""
 
-    Wraps ``trainer._train_epoch`` (works for :class:`~recbole_attn.trainer.AttnTrainer`
-    and RecBole's own trainers alike): on entering epoch ``e`` it saves the
-    state after epoch ``e - 1``. Call :meth:`save` with ``finished=True`` once
-    ``fit`` returns. ``extra`` returns plain data to store beside (the runner's
-    per-epoch curve).
-    """
-
-    def __init__(self, trainer: Any, train_data: Any, extra: Callable[[], dict[str, Any]] = dict) -> None:
-        self.trainer, self.train_data, self.extra = trainer, train_data, extra
-        self.path = last_checkpoint_path(trainer.saved_model_file)
+    def __init__(self, train_data: Any, extra: Callable[[], dict[str, Any]] = dict) -> None:
+        self.train_data, self.extra = train_data, extra
+        self.trainer: Any = None
+        self.resumed_path: str | None = None  # set when the run goes on from a last checkpoint
         self.current_epoch: int | None = None  # epoch being trained
         self.last_epoch: int | None = None  # last epoch whose training finished
         self.saved_epoch: int | None = None
-        train_epoch = trainer._train_epoch
 
-        def train_epoch_then_remember(train_data: Any, epoch_idx: int, *args: Any, **kwargs: Any) -> Any:
-            if self.last_epoch is not None:
-                self.save()
-            self.current_epoch = epoch_idx
-            out = train_epoch(train_data, epoch_idx, *args, **kwargs)
-            self.last_epoch = epoch_idx
-            return out
+    @property
+    def path(self) -> str:
+        return self.resumed_path or last_checkpoint_path(self.trainer.saved_model_file)
 
-        trainer._train_epoch = train_epoch_then_remember
+    def on_build(self, trainer: Any) -> None:
+        self.trainer = trainer
+
+    def before_train_epoch(self, trainer: Any, epoch_idx: int) -> None:
+        if self.last_epoch is not None:
+            self.save()
+        self.current_epoch = epoch_idx
+
+    def after_train_epoch(self, trainer: Any, epoch_idx: int, train_data: Any, loss: Any) -> None:
+        self.last_epoch = epoch_idx
 
     def save(self, finished: bool = False) -> None:
         """Atomically write the state after epoch ``last_epoch``."""

@@ -1,6 +1,7 @@
-"""Make RecBole 1.2.1 run on numpy 2 and torch >= 2.6, and nothing else.
-
-Three breakages, each fixed at the narrowest point that covers it:
+"""Patches of RecBole 1.2.1, and nothing else: what it needs to run on
+numpy 2, pandas 3 and torch >= 2.6, and where it breaks this package's
+promises. Each is fixed at the narrowest point that covers it and has a test
+in ``tests/test_compat.py`` that fails without it:
 
 * numpy 2 removed the aliases ``np.float``/``np.bool``/``np.int``/... that
   RecBole still uses, and ``Config.compatibility_settings`` (called by every
@@ -30,17 +31,19 @@ Three breakages, each fixed at the narrowest point that covers it:
 * RecBole reads atomic files with pandas' ``python`` engine, which stops at
   the ``csv`` module's 128 KiB field limit (a long description, a long
   ``token_seq``): the limit is raised to the largest value ``csv`` takes.
-* ``recbole.quick_start`` imports ``ray``; this package never imports it.
+* RecBole's trainer wraps the model in ``DistributedDataParallel(model,
+  device_ids=[local_rank])`` under DDP; torch accepts ``device_ids`` only for
+  a module on one GPU, so multi-process training on CPUs (gloo) failed.
+
+``recbole.quick_start`` imports ``ray``; this package never imports it.
 
 :func:`apply` is idempotent and runs on ``import recbole_attn``.
 """
 from __future__ import annotations
 
 import csv
-import enum
 import importlib
 import sys
-import os
 import types
 import warnings
 from typing import Any
@@ -48,8 +51,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from recbole_attn.atomic import atomic_path
 from recbole_attn.distributed import is_rank_zero
+from recbole_attn.serialization import atomic_torch_save, plain_data
 
 #: numpy names removed in numpy 1.24/2.0 that RecBole 1.2.1 still spells.
 LEGACY_NUMPY_ALIASES: dict[str, Any] = {
@@ -119,29 +122,6 @@ def _no_global_numpy_aliases(self: Any) -> None:
     the per-module numpy views, so the global numpy stays untouched."""
 
 
-def plain_data(value: Any) -> Any:
-    """Turn a config value into data that ``torch.load(weights_only=True)``
-    accepts: enums become their names, unknown objects their ``str``."""
-    if isinstance(value, np.generic):  # before float: np.float64 is a float
-        return value.item()
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, enum.Enum):
-        return value.name
-    if isinstance(value, dict):
-        return {str(key): plain_data(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [plain_data(item) for item in value]
-    return str(value)
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` through a temp file and a rename: a crash never leaves
-    a truncated checkpoint where a good one was."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 def _save_plain_checkpoint(self: Any, epoch: int, verbose: bool = True, **kwargs: Any) -> None:
     """``Trainer._save_checkpoint`` that stores only plain data, atomically."""
     if not is_rank_zero():  # RecBole checks local_rank: one writer per machine, not per run
@@ -159,6 +139,15 @@ def _save_plain_checkpoint(self: Any, epoch: int, verbose: bool = True, **kwargs
     atomic_torch_save(state, saved_model_file)
     if verbose:
         self.logger.info(f"Saving current: {saved_model_file}")
+
+
+def _data_parallel(module: torch.nn.Module, device_ids: list[int] | None = None, **kwargs: Any) -> Any:
+    """RecBole's ``DistributedDataParallel(model, device_ids=[local_rank])``,
+    without ``device_ids`` for a module on the CPU."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    on_cuda = any(parameter.is_cuda for parameter in module.parameters())
+    return DistributedDataParallel(module, device_ids=device_ids if on_cuda else None, **kwargs)
 
 
 def _concat_remapped_tokens(self: Any, remap_list: list) -> tuple[np.ndarray, np.ndarray]:
@@ -234,6 +223,7 @@ def apply() -> None:
     if chained is not None:  # RecBole's no-op fillna: handled by the pandas view above
         warnings.filterwarnings("ignore", category=chained, module=r"recbole\.data\.dataset")
 
+    import recbole.trainer.trainer as recbole_trainer
     from recbole.config.configurator import Config
     from recbole.data.dataset.dataset import Dataset
     from recbole.trainer.trainer import Trainer
@@ -248,6 +238,7 @@ def apply() -> None:
         (Dataset, "_remap", _remap_tokens),
         (Dataset, "_fill_nan", _fill_nan),
         (Trainer, "_save_checkpoint", _save_plain_checkpoint),
+        (recbole_trainer, "DistributedDataParallel", _data_parallel),
     ):
         ORIGINALS[f"{owner.__name__}.{name}"] = getattr(owner, name)
         setattr(owner, name, replacement)

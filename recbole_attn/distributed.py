@@ -2,9 +2,9 @@
 
 RecBole 1.2.1 trains data-parallel when its config holds ``local_rank``
 (set per process by ``quick_start.run_recboles`` under ``mp.spawn``), but its
-``Config._init_device`` hard-codes NCCL and CUDA, its trainer hands
-``device_ids`` to ``DistributedDataParallel`` (which refuses them for CPU
-modules), its evaluation sampler pads the user list so that some users count
+``Config._init_device`` hard-codes NCCL and CUDA (its trainer's
+``device_ids`` for CPU modules is mended in :mod:`recbole_attn.compat`),
+its evaluation sampler pads the user list so that some users count
 twice, and ``_map_reduce`` weights each process's metrics by its number of
 *batches*. This module holds everything the runner needs instead:
 
@@ -15,7 +15,7 @@ twice, and ``_map_reduce`` weights each process's metrics by its number of
   its device, and the spawned function's result (or error) comes back to the
   parent from global rank 0 through a private temp folder, not a pipe that
   a big result could fill while the parent waits in ``join``;
-* :func:`shard_evaluation` and :func:`gather_evaluation` make each user count
+* :func:`shard_evaluation` and :class:`GatherMetrics` make each user count
   exactly once: disjoint user shards, then the per-user rows RecBole's
   evaluator reads are gathered from every process before the metrics are
   computed, so the numbers equal a single-process evaluation's;
@@ -39,10 +39,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch.multiprocessing.spawn import ProcessException, start_processes
-from torch.nn.parallel import DistributedDataParallel
 
 from recbole_attn.atomic import atomic_path
 from recbole_attn.errors import UsageError, check_choice, check_positive
+from recbole_attn.hooks import TrainerHook
 
 #: Backends ``--backend`` may name (those this torch build has are offered).
 BACKENDS = ("gloo", "nccl", "mpi")
@@ -156,17 +156,7 @@ def process_device(final_config: dict[str, Any]) -> None:
         final_config.update(state="error", show_progress=False, verbose=False)
 
 
-def _data_parallel(module: torch.nn.Module, device_ids: list[int] | None = None, **kwargs: Any) -> Any:
-    """RecBole builds ``DistributedDataParallel(model, device_ids=[local_rank])``;
-    torch accepts ``device_ids`` only for a module on one GPU."""
-    on_cuda = any(parameter.is_cuda for parameter in module.parameters())
-    return DistributedDataParallel(module, device_ids=device_ids if on_cuda else None, **kwargs)
-
-
 def _init_process(launch: Launch, local_rank: int) -> None:
-    import recbole.trainer.trainer as recbole_trainer
-
-    recbole_trainer.DistributedDataParallel = _data_parallel  # only ever used under DDP
     dist.init_process_group(backend=launch.backend, init_method=f"tcp://{launch.ip}:{launch.port}",
                             rank=launch.offset + local_rank, world_size=launch.world_size)
 
@@ -332,9 +322,12 @@ class GatheringEvaluator:
         return getattr(self.evaluator, name)
 
 
-def gather_evaluation(trainer: Any) -> None:
-    """Make ``trainer`` (ours or any RecBole ``Trainer``) compute metrics over
-    all processes' users; RecBole's own ``_map_reduce`` (a mean of per-process
-    metrics weighted by batch count, after rounding) becomes a no-op."""
-    trainer.evaluator = GatheringEvaluator(trainer.evaluator)
-    trainer._map_reduce = lambda result, num_sample: result
+class GatherMetrics(TrainerHook):
+    """A trainer (ours or any RecBole ``Trainer``) computes metrics over all
+    processes' users at once; RecBole's own ``_map_reduce`` (a mean of
+    per-process metrics weighted by batch count, after rounding) is skipped."""
+
+    gathers_metrics = True
+
+    def wrap_evaluator(self, evaluator: Any) -> Any:
+        return GatheringEvaluator(evaluator)

@@ -33,31 +33,22 @@ def plot_explanation(explanation: Any, path: str | os.PathLike) -> Path:
     n = len(explanation.items)
     labels = [explanation.label(position, 32) for position in range(n)]
     font = max(4.0, min(9.0, 300 / max(n, 1)))
-    if explanation.matrices is None:  # one row of pooling weights
-        figure = Figure(figsize=(max(6.0, 0.28 * n + 2), 3.2), layout="constrained")
-        axes = figure.add_subplot()
-        image = axes.imshow(explanation.weights[:1], aspect="auto", cmap="viridis", vmin=0)
-        axes.set_yticks([0], [explanation.panels[0]])
-        axes.set_xticks(range(n), labels, rotation=90, fontsize=font)
-        axes.set_xlabel("history item (oldest first)")
-        figure.colorbar(image, ax=axes, shrink=0.8, label="weight")
-    else:
-        layers, heads = explanation.grid
-        side = max(3.5, 0.16 * n + 1.5)
-        figure = Figure(figsize=(side * heads + 1, side * layers), layout="constrained")
-        grid = figure.subplots(layers, heads, squeeze=False)
-        # the first row is always 1.0 on the first item: scale colours by the other rows
-        top = float(explanation.matrices[:, 1:].max()) if n > 1 else 1.0
-        for index, (matrix, title) in enumerate(zip(explanation.matrices, explanation.panels)):
-            axes = grid[index // heads][index % heads]
-            image = axes.imshow(matrix, cmap="viridis", vmin=0, vmax=top)
-            axes.set_title(title, fontsize=10)
-            bottom, left = index // heads == layers - 1, index % heads == 0  # labels on the outer panels
-            axes.set_xticks(range(n), labels if bottom else [], rotation=90, fontsize=font)
-            axes.set_yticks(range(n), labels if left else [], fontsize=font)
-        figure.supxlabel("attended history item")
-        figure.supylabel("position (query)")
-        figure.colorbar(image, ax=grid, shrink=0.6, label="weight (first row clipped)" if n > 1 else "weight")
+    layers, heads = explanation.grid
+    side = max(3.5, 0.16 * n + 1.5)
+    figure = Figure(figsize=(side * heads + 1, side * layers), layout="constrained")
+    grid = figure.subplots(layers, heads, squeeze=False)
+    # the first row is always 1.0 on the first item: scale colours by the other rows
+    top = float(explanation.matrices[:, 1:].max()) if n > 1 else 1.0
+    for index, (matrix, title) in enumerate(zip(explanation.matrices, explanation.panels)):
+        axes = grid[index // heads][index % heads]
+        image = axes.imshow(matrix, cmap="viridis", vmin=0, vmax=top)
+        axes.set_title(title, fontsize=10)
+        bottom, left = index // heads == layers - 1, index % heads == 0  # labels on the outer panels
+        axes.set_xticks(range(n), labels if bottom else [], rotation=90, fontsize=font)
+        axes.set_yticks(range(n), labels if left else [], fontsize=font)
+    figure.supxlabel("attended history item")
+    figure.supylabel("position (query)")
+    figure.colorbar(image, ax=grid, shrink=0.6, label="weight (first row clipped)" if n > 1 else "weight")
     figure.suptitle(f"{explanation.model}: attention over the last {n} history items")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

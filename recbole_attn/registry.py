@@ -57,10 +57,6 @@ def available_models() -> list[str]:
     return sorted({*plugin_entry_points(), *recbole_models()}, key=str.lower)
 
 
-def is_plugin(name: str) -> bool:
-    return name in plugin_entry_points()
-
-
 def get_model_class(name: str) -> type:
     """The model class called ``name``: a plugin's, else RecBole's."""
     if name in plugin_entry_points():

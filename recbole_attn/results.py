@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from recbole_attn.atomic import atomic_path
-from recbole_attn.compat import plain_data
+from recbole_attn.serialization import plain_data
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, exclusive: bool = False) -> Path:

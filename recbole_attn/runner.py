@@ -11,7 +11,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from recbole.data import create_dataset, data_preparation
@@ -26,119 +26,18 @@ from recbole_attn.checkpoint import (
     resume_training,
 )
 from recbole_attn.atomic import check_writable_dir
-from recbole_attn.compat import plain_data
+from recbole_attn.budget import BudgetExhausted, EpochClock
+from recbole_attn.serialization import plain_data
 from recbole_attn.config import AttnConfig
 from recbole_attn.data import attach_seen_filters
 from recbole_attn.datasets import check_dataset_files
 from recbole_attn.errors import RunFailed, UsageError
+from recbole_attn.hooks import TrainerHook, build_hooked_trainer
 from recbole_attn.models.base import AttnSequentialRecommender
 from recbole_attn.results import machine, unique_results_path, versions, write_json_atomic
 from recbole_attn.trainer import AttnTrainer, NonFiniteLossError
 
 logger = logging.getLogger(__name__)
-
-
-class BudgetExhausted(Exception):
-    """Raised before an epoch once ``time_budget`` seconds of fitting are spent."""
-
-
-class DeadlineLoader:
-    """A training loader that stops serving batches once ``deadline``
-    (``time.perf_counter`` seconds) has passed, after at least one batch.
-
-    Why: one epoch of a prefix-row model on ml-1m takes longer on a CPU than
-    any sensible budget, so a budget checked only between epochs would not
-    bound the run. Everything but iteration is the wrapped loader's own.
-    """
-
-    def __init__(self, loader: Any, deadline: float) -> None:
-        self.loader, self.deadline = loader, deadline
-        self.served, self.cut = 0, False
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.loader, name)
-
-    def __iter__(self) -> Iterator[Any]:
-        self.served, self.cut = 0, False
-        for batch in self.loader:
-            if self.served and time.perf_counter() >= self.deadline:
-                self.cut = True
-                return
-            yield batch
-            self.served += 1
-
-
-class EpochClock:
-    """Records, per epoch, the training and validation wall times and the
-    validation result, by wrapping the trainer's own epoch methods, and
-    enforces ``budget`` seconds of fitting.
-
-    The budget ends training inside the running epoch, at the first batch
-    past it (:class:`DeadlineLoader`); that partial epoch is validated like a
-    whole one (so it can be the best model) and no further epoch starts. Its
-    curve entry says which fraction of the epoch ran. Several processes
-    (DDP) must stop at the same step, so there the budget is checked between
-    epochs only, by rank 0's clock."""
-
-    def __init__(self, trainer: Any, budget: float | None = None) -> None:
-        self.curve: list[dict[str, Any]] = []
-        self.start = time.perf_counter()
-        self._train_seconds = 0.0
-        train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
-        cut_epochs = budget is not None and distributed.world_size() == 1
-
-        def timed_train_epoch(train_data: Any, *args: Any, **kwargs: Any) -> Any:
-            began = time.perf_counter()
-            if budget is not None and distributed.from_rank_zero(bool(self.curve) and began - self.start >= budget):
-                raise BudgetExhausted
-            loader = DeadlineLoader(train_data, self.start + budget) if cut_epochs else None
-            out = train_epoch(loader or train_data, *args, **kwargs)
-            self._train_seconds = time.perf_counter() - began
-            loss = sum(out) if isinstance(out, tuple) else out  # RecBole: a tuple for multi-part losses
-            entry = {"epoch": len(self.curve), "train_seconds": self._train_seconds,
-                     "train_loss": float(loss) if loss is not None else None, "epoch_fraction": 1.0}
-            if loader is not None and loader.cut:
-                entry.update(epoch_fraction=loader.served / max(len(loader), 1), batches=loader.served)
-            self.curve.append(entry)
-            return out
-
-        def timed_valid_epoch(*args: Any, **kwargs: Any) -> Any:
-            began = time.perf_counter()
-            score, result = valid_epoch(*args, **kwargs)
-            if self.curve:
-                self.curve[-1].update(
-                    valid_seconds=time.perf_counter() - began,
-                    valid_score=float(score),
-                    valid_result=plain_data(result),
-                    elapsed_seconds=time.perf_counter() - self.start,
-                )
-            return score, result
-
-        trainer._train_epoch, trainer._valid_epoch = timed_train_epoch, timed_valid_epoch
-
-    @property
-    def budget_cut(self) -> bool:
-        """Whether the budget ended the last epoch early."""
-        return bool(self.curve) and self.curve[-1].get("epoch_fraction", 1.0) < 1.0
-
-    def epochs_trained(self) -> float:
-        """Whole epochs' worth of training done (a cut epoch counts its fraction)."""
-        return sum(entry.get("epoch_fraction", 1.0) for entry in self.curve)
-
-    def seconds_per_epoch(self) -> float:
-        """Training seconds per whole epoch (a cut epoch scaled by its fraction)."""
-        trained = self.epochs_trained()
-        return sum(entry["train_seconds"] for entry in self.curve) / trained if trained > 0 else 0.0
-
-    def best_epoch(self, bigger_is_better: bool) -> int | None:
-        scored = [entry for entry in self.curve if "valid_score" in entry]
-        if not scored:
-            return None
-        pick = max if bigger_is_better else min
-        return pick(scored, key=lambda entry: entry["valid_score"])["epoch"]
 
 
 def _configure_logging(level: str) -> None:
@@ -150,16 +49,18 @@ def _configure_logging(level: str) -> None:
     root.setLevel(getattr(logging, str(level).upper(), logging.INFO))
 
 
-def build_trainer(config: AttnConfig, model: Any) -> Any:
+def build_trainer(config: AttnConfig, model: Any, hooks: Sequence[TrainerHook] = ()) -> Any:
     """Our trainer for plugin models; RecBole's own choice for its models,
-    so baselines train exactly as in RecBole. The checkpoint name gets a
-    random tag: RecBole's is ``<Model>-<time to the second>.pth``, which two
-    runs started in the same second would share (and overwrite); every
-    process of a multi-process run uses rank 0's name."""
+    so baselines train exactly as in RecBole; either runs ``hooks``
+    (:mod:`recbole_attn.hooks`). The checkpoint name gets a random tag:
+    RecBole's is ``<Model>-<time to the second>.pth``, which two runs started
+    in the same second would share (and overwrite); every process of a
+    multi-process run uses rank 0's name."""
     if isinstance(model, AttnSequentialRecommender):
-        trainer = AttnTrainer(config, model)
+        trainer_class: type = AttnTrainer
     else:
-        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        trainer_class = get_trainer(config["MODEL_TYPE"], config["model"])
+    trainer = build_hooked_trainer(trainer_class, config, model, hooks)
     trainer.saved_model_file = distributed.from_rank_zero(_free_checkpoint_name(trainer.saved_model_file))
     return trainer
 
@@ -181,12 +82,15 @@ def run(
     config_dict: dict[str, Any] | None = None,
     cmd_args: Sequence[str] = (),
     write_results: bool = True,
+    hooks: Sequence[TrainerHook] = (),
 ) -> dict[str, Any]:
     """Train, validate and test ``model`` on ``dataset`` the RecBole way.
 
     Returns the results dict: metrics, best epoch, per-epoch curve, times,
     final config, versions and machine; when ``write_results`` it is also
     saved as JSON under ``output_dir`` and its path is in ``results_file``.
+    ``hooks``: more :class:`~recbole_attn.hooks.TrainerHook` for the trainer,
+    after the run's own (one process only).
     ``nproc``/``world_size`` > 1: the processes are started here and this
     returns what rank 0 returned (see :mod:`recbole_attn.distributed`).
     """
@@ -194,7 +98,9 @@ def run(
     config = AttnConfig(model, dataset, config_files, config_dict, cmd_args)
     launch = distributed.plan(config)
     if launch is None:
-        return _run_config(config, began, write_results)
+        return _run_config(config, began, write_results, hooks)
+    if hooks:
+        raise UsageError("hooks run in the calling process only; a multi-process run (nproc > 1) takes none")
     check_dataset_files(config)  # a bad dataset fails here, once, before any process starts
     return distributed.spawn(launch, _run_process, model, dataset, config_files, config_dict, cmd_args,
                              write_results=write_results)
@@ -215,7 +121,9 @@ def _run_process(
     return _run_config(config, began, write_results)
 
 
-def _run_config(config: AttnConfig, began: float, write_results: bool) -> dict[str, Any]:
+def _run_config(
+    config: AttnConfig, began: float, write_results: bool, extra_hooks: Sequence[TrainerHook] = ()
+) -> dict[str, Any]:
     """The experiment :func:`run` describes, in this process."""
     _configure_logging(config["state"])
     check_writable_dir(config["checkpoint_dir"], "checkpoint_dir")
@@ -242,17 +150,17 @@ def _run_config(config: AttnConfig, began: float, write_results: bool) -> dict[s
     model_class = config.model_class
     recommender = model_class(config, train_data.dataset).to(config["device"])
     logger.info(recommender)
-    trainer = build_trainer(config, recommender)
-    if parallel:
-        distributed.gather_evaluation(trainer)
-    clock = EpochClock(trainer, config["time_budget"])
-    last = LastCheckpoint(trainer, train_data, extra=lambda: {"curve": clock.curve})
+    clock = EpochClock(config["time_budget"])
+    last = LastCheckpoint(train_data, extra=lambda: {"curve": clock.curve})
+    # first = outermost: the last checkpoint is written outside the epoch clock
+    hooks = [last, clock, *extra_hooks, *([distributed.GatherMetrics()] if parallel else [])]
+    trainer = build_trainer(config, recommender, hooks)
     resume_file = distributed.from_rank_zero(_resume_file(config))
     finished = False
     if resume_file:
         state = resume_training(trainer, resume_file, train_data)
         clock.curve = list(state["extra"].get("curve", []))
-        last.path = resume_file
+        last.resumed_path = resume_file
         finished = state["finished"] or trainer.start_epoch >= trainer.epochs
 
     fit_began = time.perf_counter()

@@ -346,9 +346,9 @@ class Explanation:
     """Attention over one history window (the model's input, oldest first).
 
     ``weights`` (panels, n): the weight of each history item in the next-item
-    prediction, one row per panel (``"layer 1, head 2"`` for AttnSeq, the
-    last position's row; ``"pooling"`` for AttnRNN). ``matrices`` (panels,
-    n, n): AttnSeq's whole causal attention, query position by key position.
+    prediction, the last position's row of each panel (``"layer 1, head 2"``
+    for AttnSeq, ``"pooling"`` for AttnRNN). ``matrices`` (panels, n, n):
+    the whole causal attention, query position by attended position.
     ``padding_weights`` (panels, L - n): weight left on the padding slots of
     the model's window (zero). ``grid``: (layers, heads) of the panels.
     """
@@ -358,7 +358,7 @@ class Explanation:
     titles: list[str | None]
     panels: list[str]
     weights: np.ndarray
-    matrices: np.ndarray | None
+    matrices: np.ndarray
     padding_weights: np.ndarray
     grid: tuple[int, int]
 
@@ -374,47 +374,39 @@ def explain(
 ) -> Explanation:
     """The attention weights of ``loaded``'s model over a ``history`` of raw
     item tokens, or over a known ``user``'s most recent items."""
-    attention_weights = getattr(loaded.model, "attention_weights", None)
-    if attention_weights is None:
+    model = loaded.model
+    try:
+        names = model.attention_panels()
+    except (AttributeError, NotImplementedError):  # RecBole's models, plugins without attention
         raise UsageError(
             f"model {loaded.config['model']} exposes no attention weights; explain supports AttnSeq and AttnRNN"
-        )
+        ) from None
     if (history is None) == (user is None):
         raise UsageError("give either a history (list of item tokens) or a user, not both")
     if user is not None:
         queries = resolve_queries(loaded, [user], None, on_unknown)
     else:
-        queries = resolve_queries(loaded, None, [list(history)], on_unknown)
+        queries = resolve_queries(loaded, None, [list(history or ())], on_unknown)
     if not queries.keys:
         raise UsageError("nothing to explain: every token was unknown and skipped")
-    width = loaded.max_length
-    item_seq, lengths = tail_windows(queries.indptr, queries.indices, queries.rows, width)
+    item_seq, lengths = tail_windows(queries.indptr, queries.indices, queries.rows, loaded.max_length)
     interaction = model_input(loaded, item_seq, lengths, queries.user_ids)
-    model = loaded.model
     with torch.inference_mode():
-        weights = attention_weights(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN])
+        weights = model.attention_weights(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN])
+    matrices = weights[0].float().cpu()  # (panels, L, L)
     n = int(lengths[0])
-    if isinstance(weights, (list, tuple)):  # AttnSeq: per layer (B, heads, L, L)
-        stacked = torch.stack([w[0] for w in weights]).float().cpu()  # (layers, heads, L, L)
-        layers, heads = stacked.shape[:2]
-        panels = [f"layer {layer + 1}, head {head + 1}" for layer in range(layers) for head in range(heads)]
-        rows = stacked[:, :, n - 1, :].reshape(layers * heads, width)
-        matrices = stacked[:, :, :n, :n].reshape(layers * heads, n, n).numpy()
-        grid = (layers, heads)
-    else:  # AttnRNN: (B, L) pooling weights
-        rows = weights[:1].float().cpu()
-        panels, matrices, grid = ["pooling"], None, (1, 1)
+    rows = matrices[:, n - 1, :]  # the last position's row makes the prediction
     tokens = loaded.item_tokens[item_seq[0, :n].numpy()].tolist()
     titles = loaded.titles()
     return Explanation(
         model=loaded.config["model"],
         items=tokens,
         titles=[titles.get(token) for token in tokens],
-        panels=panels,
+        panels=[name for row in names for name in row],
         weights=rows[:, :n].numpy(),
-        matrices=matrices,
+        matrices=matrices[:, :n, :n].numpy(),
         padding_weights=rows[:, n:].numpy(),
-        grid=grid,
+        grid=(len(names), len(names[0])),
     )
 
 

@@ -60,6 +60,11 @@ def histories(lengths, max_len=MAX_LEN, n_items=61, seed=0):
     return items * valid, lengths
 
 
+def last_rows(model, item_seq, lengths):
+    """(B, L) weight of each history item in the last valid position's user vector."""
+    return model.attention_weights(item_seq, lengths)[torch.arange(len(lengths)), 0, lengths - 1]
+
+
 @pytest.mark.parametrize("attend_over", ["hidden", "embedding"])
 @pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
 def test_weights_are_a_softmax_over_valid_positions(make_model, attention_type, attend_over):
@@ -67,7 +72,7 @@ def test_weights_are_a_softmax_over_valid_positions(make_model, attention_type, 
     item_seq, lengths = histories([1, 3, MAX_LEN, 5])
     with torch.no_grad():
         output = model(item_seq, lengths)
-        weights = model.attention_weights(item_seq, lengths)
+        weights = last_rows(model, item_seq, lengths)
     assert output.shape == (4, model.embedding_size)
     assert torch.isfinite(output).all()
     assert weights.shape == item_seq.shape
@@ -87,8 +92,8 @@ def test_output_ignores_padding_and_batch_neighbours(make_model, attention_type,
     with torch.no_grad():
         alone = model(item_seq[:1, :3], lengths[:1])  # no padding at all
         batched = model(item_seq, lengths)  # padded to MAX_LEN beside longer histories
-        weights_alone = model.attention_weights(item_seq[:1, :3], lengths[:1])
-        weights_batched = model.attention_weights(item_seq, lengths)
+        weights_alone = last_rows(model, item_seq[:1, :3], lengths[:1])
+        weights_batched = last_rows(model, item_seq, lengths)
     torch.testing.assert_close(batched[:1], alone, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(weights_batched[:1, :3], weights_alone, atol=1e-6, rtol=1e-5)
 
@@ -221,9 +226,9 @@ def test_encode_weights_are_causal_distributions(make_model, attention_type):
     model = make_model(attention_type=attention_type)
     item_seq, lengths = histories([2, MAX_LEN])
     with torch.no_grad():
-        _, weights = model.encode(item_seq, lengths, need_weights=True)
-        last = model.attention_weights(item_seq, lengths)
-    assert weights.shape == (2, MAX_LEN, MAX_LEN)
+        weights = model.attention_weights(item_seq, lengths)[:, 0]
+        last = model._represent(item_seq, lengths, all_positions=False, need_weights=True)[1][:, 0]  # forward's
+    assert model.attention_panels() == [["pooling"]] and weights.shape == (2, MAX_LEN, MAX_LEN)
     assert (weights.triu(diagonal=1) == 0).all()  # exactly zero on later positions
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, MAX_LEN))
     torch.testing.assert_close(weights[torch.arange(2), lengths - 1], last)

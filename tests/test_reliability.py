@@ -21,7 +21,7 @@ import recbole_attn
 from recbole_attn import results as results_module
 from recbole_attn.checkpoint import load_checkpoint
 from recbole_attn.cli import main
-from recbole_attn.compat import atomic_torch_save
+from recbole_attn.serialization import atomic_torch_save
 from recbole_attn.errors import UsageError
 from recbole_attn.trainer import AttnTrainer, NonFiniteLossError
 from tests.conftest import FAST, RUN_PY

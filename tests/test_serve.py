@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from recbole.data.interaction import Interaction
 
 import recbole_attn
-from recbole_attn import runner
 from recbole_attn.cli import main
-from recbole_attn.compat import plain_data
+from recbole_attn.serialization import plain_data
 from recbole_attn.errors import UsageError
+from recbole_attn.hooks import Capture
 from recbole_attn.serve import explain, load, recommend
 
 TRAIN = {"epochs": 1, "state": "WARNING", "show_progress": False}
@@ -28,26 +28,14 @@ class PickledConfig:
 
 def _train(model: str, data_root: Path, folder: Path) -> dict:
     """One epoch of ``model`` on the ml-100k cut; returns the run's result
-    with the in-memory ``model`` and RecBole ``loaders`` it used."""
-    captured = {}
-    build_trainer, data_preparation = runner.build_trainer, runner.data_preparation
-
-    def capture_trainer(config, model):
-        captured["model"] = model
-        return build_trainer(config, model)
-
-    def capture_data(config, dataset):
-        captured["loaders"] = data_preparation(config, dataset)
-        return captured["loaders"]
-
+    with the in-memory ``model`` and the RecBole test loader it used."""
+    captured = Capture()
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)  # RecBole writes log_tensorboard/ into cwd
         patch.setattr(sys, "argv", [sys.argv[0]])
-        patch.setattr(runner, "build_trainer", capture_trainer)
-        patch.setattr(runner, "data_preparation", capture_data)
         settings = {**TRAIN, "data_path": str(data_root), "checkpoint_dir": str(folder / "saved")}
-        result = recbole_attn.run(model, "ml-100k", config_dict=settings, write_results=False)
-    return {**result, **captured}
+        result = recbole_attn.run(model, "ml-100k", config_dict=settings, write_results=False, hooks=[captured])
+    return {**result, "model": captured.trainer.model, "test_data": captured.eval_data}
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +72,7 @@ def test_load_rebuilds_the_training_config_vocab_and_histories(attnseq, loaded, 
     for user, events in raw.items():  # whole history: train + valid + test items
         assert sorted(loaded.history(user)) == sorted(item for _, item in events)
     # in RecBole's order (its float32-normalised timestamps tie within seconds; ties keep file order)
-    test_data = attnseq["loaders"][2]
+    test_data = attnseq["test_data"]
     tokens = test_data.dataset.field2id_token
     for interaction, *_ in test_data:
         columns = (interaction[f] for f in ("user_id", "item_id_list", "item_length", "item_id"))
@@ -96,7 +84,7 @@ def test_load_rebuilds_the_training_config_vocab_and_histories(attnseq, loaded, 
 def _reference_topk(trained: dict, k: int) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Top-k of the in-memory model, with each user's whole history rebuilt
     from RecBole's test rows: the input window plus the test item."""
-    model, test_data = trained["model"], trained["loaders"][2]
+    model, test_data = trained["model"], trained["test_data"]
     dataset, users, items, scores = test_data.dataset, [], [], []
     with torch.no_grad():
         for interaction, *_ in test_data:
@@ -243,12 +231,12 @@ def test_explain_weights_sum_to_one_over_the_history_and_zero_on_padding(explain
         assert (explanation.weights >= 0).all()
         assert explanation.padding_weights.shape == (len(explanation.panels), served.max_length - n)
         assert (explanation.padding_weights == 0).all()
-    if served.config["model"] == "AttnSeq":
-        assert of_history.grid == (2, 2) and of_history.matrices.shape == (4, 3, 3)
-        np.testing.assert_allclose(of_history.matrices[:, -1], of_history.weights)
-        assert (np.triu(of_history.matrices, k=1) == 0).all()  # causal
-    else:
-        assert of_history.panels == ["pooling"] and of_history.matrices is None
+    panels = 4 if served.config["model"] == "AttnSeq" else 1
+    assert of_history.grid == ((2, 2) if panels == 4 else (1, 1)) and of_history.matrices.shape == (panels, 3, 3)
+    np.testing.assert_allclose(of_history.matrices[:, -1], of_history.weights)
+    assert (np.triu(of_history.matrices, k=1) == 0).all()  # causal
+    if panels == 1:
+        assert of_history.panels == ["pooling"]
 
 
 def test_explain_heatmap_png_is_written(explained, tmp_path):
@@ -269,7 +257,7 @@ def test_heatmap_without_matplotlib_is_a_clear_error(monkeypatch):
 
 
 def test_explain_needs_attention_weights(loaded, monkeypatch):
-    monkeypatch.setattr(type(loaded.model), "attention_weights", None)
+    monkeypatch.delattr(type(loaded.model), "attention_panels")  # the base class has none
     with pytest.raises(UsageError, match="no attention weights"):
         explain(loaded, user="1")
 

@@ -19,13 +19,12 @@ from __future__ import annotations
 import sys
 import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
 
 from recbole_attn import runner
+from recbole_attn.hooks import Capture
 
 try:
     import resource
@@ -47,33 +46,6 @@ def peak_rss_mb() -> float | None:
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-@contextmanager
-def capture_trainer() -> Iterator[dict[str, Any]]:
-    """While open, remember the trainer :func:`recbole_attn.run` builds and
-    the data of its last ``evaluate`` call (the test set), so the trained
-    model can be timed afterwards without rebuilding the dataset."""
-    captured: dict[str, Any] = {}
-    build = runner.build_trainer
-
-    def build_and_capture(config: Any, model: Any) -> Any:
-        trainer = build(config, model)
-        evaluate = trainer.evaluate
-
-        def evaluate_and_remember(eval_data: Any, *args: Any, **kwargs: Any) -> Any:
-            captured["eval_data"] = eval_data
-            return evaluate(eval_data, *args, **kwargs)
-
-        trainer.evaluate = evaluate_and_remember
-        captured["trainer"] = trainer
-        return trainer
-
-    runner.build_trainer = build_and_capture
-    try:
-        yield captured
-    finally:
-        runner.build_trainer = build
 
 
 @torch.no_grad()
@@ -132,9 +104,9 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def inference_throughput(captured: dict[str, Any]) -> dict[str, Any]:
+def inference_throughput(captured: Capture) -> dict[str, Any]:
     """Time the captured trainer's model over the captured test loader."""
-    trainer, loader = captured.get("trainer"), captured.get("eval_data")
+    trainer, loader = captured.trainer, captured.eval_data
     if trainer is None or loader is None:
         return {"inference_error": "trainer or test loader not captured"}
     try:
@@ -154,10 +126,10 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     try:
-        with capture_trainer() as captured:
-            result = runner.run(spec["model"], spec["dataset"], config_files=spec["config_files"],
-                                config_dict=spec["config_dict"], cmd_args=spec["cmd_args"],
-                                write_results=False)
+        captured = Capture()
+        result = runner.run(spec["model"], spec["dataset"], config_files=spec["config_files"],
+                            config_dict=spec["config_dict"], cmd_args=spec["cmd_args"],
+                            write_results=False, hooks=[captured])
         row.update(summarize(result))
         row.update(inference_throughput(captured))
         row["result"] = result

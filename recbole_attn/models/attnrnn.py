@@ -202,16 +202,18 @@ class AttnRNN(AttnSequentialRecommender):
         """(B, E) user vector from the last valid position's state."""
         return self._represent(item_seq, item_seq_len, all_positions=False)[0][:, 0]
 
-    def encode(
-        self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, need_weights: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
         """(B, L, E) user vector at every position from one RNN pass; position
-        t sees items <= t and equals :meth:`forward` of the prefix ending at t.
-        With ``need_weights``, also the (B, L, L) causal pooling weights."""
-        user, weights = self._represent(item_seq, item_seq_len, all_positions=True, need_weights=need_weights)
-        return (user, weights) if need_weights else user
+        t sees items <= t and equals :meth:`forward` of the prefix ending at t."""
+        return self._represent(item_seq, item_seq_len, all_positions=True)[0]
 
     def attention_weights(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
-        """(B, L) weight of each history position in the user vector; sums
-        to 1 over valid positions, exactly 0 on padding."""
-        return self._represent(item_seq, item_seq_len, all_positions=False, need_weights=True)[1][:, 0]
+        """(B, 1, L, L) causal pooling weights of each position's user vector
+        over the history; the row of the last valid position is the weight of
+        each item in :meth:`forward`'s vector (exactly 0 on padding)."""
+        weights = self._represent(item_seq, item_seq_len, all_positions=True, need_weights=True)[1]
+        assert weights is not None
+        return weights[:, None]
+
+    def attention_panels(self) -> list[list[str]]:
+        return [["pooling"]]

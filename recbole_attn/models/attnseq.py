@@ -151,18 +151,19 @@ class AttnSeq(AttnSequentialRecommender):
         x = x + self.position_embedding(positions)
         return self.emb_dropout(self.input_norm(x))
 
-    def encode(
-        self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, need_weights: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        """(B, L, H) output at every position; position t sees items <= t.
-        With ``need_weights``, also each layer's (B, heads, L, L) weights."""
+    def encode(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        """(B, L, H) output at every position; position t sees items <= t."""
+        return self._encode(item_seq, need_weights=False)[0]
+
+    def _encode(self, item_seq: torch.Tensor, need_weights: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """:meth:`encode`, and with ``need_weights`` each layer's (B, heads, L, L) weights."""
         x = self.embed(item_seq)
         layer_weights = []
         for block in self.blocks:
             x, weights = block(x, need_weights)
-            layer_weights.append(weights)
-        x = self.final_norm(x)
-        return (x, layer_weights) if need_weights else x
+            if weights is not None:
+                layer_weights.append(weights)
+        return self.final_norm(x), layer_weights
 
     def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
         """The output at the last valid position, as ``encode`` gives it; the
@@ -174,6 +175,10 @@ class AttnSeq(AttnSequentialRecommender):
         x, _ = self.blocks[-1](x, query_index=item_seq_len - 1)
         return self.final_norm(x[:, 0])
 
-    def attention_weights(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> list[torch.Tensor]:
-        """Per layer, (B, heads, L, L) weights of each position over earlier ones."""
-        return self.encode(item_seq, item_seq_len, need_weights=True)[1]
+    def attention_weights(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        """(B, layers x heads, L, L) weights of each position over earlier ones."""
+        return torch.cat(self._encode(item_seq, need_weights=True)[1], dim=1)
+
+    def attention_panels(self) -> list[list[str]]:
+        return [[f"layer {layer + 1}, head {head + 1}" for head in range(self.n_heads)]
+                for layer in range(self.n_layers)]

@@ -75,6 +75,15 @@ class AttnSequentialRecommender(SequentialRecommender):
         """(B, L, D) causal representation at every position."""
         raise NotImplementedError(f"{type(self).__name__} does not train on all positions")
 
+    def attention_weights(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        """(B, P, L, L) causal attention of P panels (query position by
+        attended position), what ``explain`` shows."""
+        raise NotImplementedError(f"{type(self).__name__} exposes no attention weights")
+
+    def attention_panels(self) -> list[list[str]]:
+        """Names of the P panels of :meth:`attention_weights`, as a grid of rows."""
+        raise NotImplementedError(f"{type(self).__name__} exposes no attention weights")
+
     # -- shared --------------------------------------------------------------
     def _sample_negatives(self, count: int, device: torch.device) -> torch.Tensor:
         """``count`` item ids (never the padding id 0), drawn on ``device``."""
