@@ -9,7 +9,7 @@ the side-by-side table is printed and ``OUTPUT.json`` / ``OUTPUT.md`` are
 rewritten atomically, so an interrupted benchmark keeps what it finished.
 
     OMP_NUM_THREADS=1 python benchmarks/attnrnn_vs_baselines.py --dataset ml-100k \\
-        --epochs 14 --sweep_epochs 14 --output docs/attnrnn_benchmark
+        --epochs 14 --sweep_epochs 14 --output docs/results/attnrnn_benchmark
 
 Results and the exact commands measured: docs/attnrnn.md.
 """
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--attnrnn_option", action="append", default=[], metavar="KEY=VALUE",
                         help="extra AttnRNN option for every AttnRNN run (repeatable), e.g. dropout_prob=0.3")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--output", default="docs/attnrnn_benchmark", help="path stem of the .json and .md")
+    parser.add_argument("--output", default="docs/results/attnrnn_benchmark", help="path stem of the .json and .md")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args

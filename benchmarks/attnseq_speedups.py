@@ -32,7 +32,7 @@ from recbole.utils import init_seed
 
 import recbole_attn.models.base as base
 from recbole_attn.config import AttnConfig
-from recbole_attn.data import AllPositionsLoader
+from recbole_attn.data.rows import AllPositionsLoader
 from recbole_attn.models.attnseq import AttnSeq
 from recbole_attn.results import machine, versions, write_json_atomic, write_text_atomic
 from recbole_attn.trainer import AttnTrainer
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--data_path", default=None)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--note", default="", help="what else was running on the machine")
-    parser.add_argument("--output", default="docs/attnseq_speedups")
+    parser.add_argument("--output", default="docs/results/attnseq_speedups")
     args = parser.parse_args()
 
     settings = {"state": "WARNING", **({"data_path": args.data_path} if args.data_path else {})}

@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--attnseq_epochs", type=int, default=200)
     parser.add_argument("--filter_seen", choices=["off", "on", "both"], default="both",
                         help="evaluate AttnSeq without/with seen-item filtering (SASRec: off)")
-    parser.add_argument("--output", default="docs/attnseq_vs_sasrec")
+    parser.add_argument("--output", default="docs/results/attnseq_vs_sasrec")
     parser.add_argument("--attnseq_results", default="",
                         help="comma-separated results JSONs of earlier AttnSeq runs (same settings) to reuse")
     parser.add_argument("--sasrec_results", default="",

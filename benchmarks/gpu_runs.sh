@@ -4,7 +4,7 @@
 # (one GPU shared by up to ~20 processes, OMP_NUM_THREADS=1 each), so the
 # s/epoch columns are under that load; accuracy is unaffected.
 #   DATA=/path/holding/ml-1m OUT=/tmp/gpu bash benchmarks/gpu_runs.sh
-# Then: python benchmarks/summarize_runs.py $OUT/res/<runs> --output docs/...
+# Then: python benchmarks/summarize_runs.py $OUT/res/<runs> --output docs/results/...
 set -u
 DATA=${DATA:-../shared/data}
 OUT=${OUT:-/tmp/gpu}

@@ -40,7 +40,7 @@ from recbole.utils.case_study import full_sort_topk
 
 import recbole_attn
 from recbole_attn.results import machine, versions, write_json_atomic, write_text_atomic
-from recbole_attn.serve import model_input, resolve_queries, tail_windows
+from recbole_attn.serve.queries import model_input, resolve_queries, tail_windows
 
 BEGIN, END = "<!-- recommend_throughput:begin -->", "<!-- recommend_throughput:end -->"
 
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--output", default="docs/recommend_throughput")
+    parser.add_argument("--output", default="docs/results/recommend_throughput")
     parser.add_argument("--doc", default="docs/serving.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

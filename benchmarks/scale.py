@@ -8,7 +8,7 @@ evaluation of a 1,000,000-item catalog against its stated memory bound.
     python benchmarks/scale.py --note "core 0 ran X"    # say what else was running
 
 Synthetic data only (no RecBole dataset): the model is built by
-:func:`recbole_attn.testdata.synthetic_model` over a made-up catalog, the
+:func:`recbole_attn.data.fixtures.synthetic_model` over a made-up catalog, the
 batches are random item ids (``all_positions`` rows: a target at every
 position), hidden 64, 2 layers, 2 heads, Adam. What is measured:
 
@@ -112,7 +112,7 @@ def _model(spec: dict[str, Any], n_items: int, loss: str, seq_len: int) -> Any:
     import torch
 
     from recbole_attn.models.attnseq import AttnSeq  # the class itself: works from a plain checkout too
-    from recbole_attn.testdata import synthetic_model
+    from recbole_attn.data.fixtures import synthetic_model
 
     torch.manual_seed(0)
     settings = {**SIZE, "loss_type": loss, "MAX_ITEM_LIST_LENGTH": seq_len, "device": spec["device"]}
@@ -445,7 +445,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, measures nothing")
     parser.add_argument("--chunk", type=int, default=None, help="eval_item_chunk_size (default: auto)")
-    parser.add_argument("--output", default="docs/scale", help="writes <output>.json and <output>.md")
+    parser.add_argument("--output", default="docs/results/scale", help="writes <output>.json and <output>.md")
     parser.add_argument("--note", default="", help="what else was running on the machine")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per point before it is given up")
     parser.add_argument("--sections", default=",".join(SECTIONS),

@@ -1,6 +1,6 @@
 """Table of many ``run.py`` results, grouped over seeds.
 
-    python benchmarks/summarize_runs.py RUN_DIR... --output docs/some_table --title "..."
+    python benchmarks/summarize_runs.py RUN_DIR... --output docs/results/some_table --title "..."
 
 Each RUN_DIR holds the results JSON of one ``run.py`` call (its
 ``--output_dir``); its folder name is the row label, and labels ending in

@@ -26,7 +26,7 @@ from recbole.utils import init_seed
 
 import recbole_attn
 from recbole_attn.config import AttnConfig
-from recbole_attn.data import AllPositionsLoader
+from recbole_attn.data.rows import AllPositionsLoader
 from recbole_attn.models.base import TARGET_SEQ_FIELD
 from recbole_attn.results import machine, versions, write_json_atomic, write_text_atomic
 
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--data_path", default=None)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batches", type=int, default=3, help="SASRec steps per round")
-    parser.add_argument("--output", default="docs/throughput_ml-100k")
+    parser.add_argument("--output", default="docs/results/throughput_ml-100k")
     parser.add_argument("--device", default="cpu", help="cpu | cuda (bf16 autocast for both models on CUDA)")
     args = parser.parse_args()
 

@@ -134,7 +134,8 @@ def load_weights(model: torch.nn.Module, state: dict[str, Any], path: str | os.P
 def rng_states() -> dict[str, Any]:
     """Global RNG states as plain data (numpy's array becomes a tensor,
     ``random``'s tuple a list)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    assert isinstance(keys, np.ndarray)  # legacy=True: the MT19937 tuple
     version, internal, gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
@@ -300,8 +301,8 @@ def resume_training(trainer: Any, path: str | os.PathLike, train_data: Any) -> d
     trainer.best_valid_score = state["best_valid_score"]
     trainer.best_valid_result = state["best_valid_result"]
     per_rank = state.get("rng_per_rank")
-    same_world = per_rank is not None and len(per_rank) == distributed.world_size()
-    set_rng_states(per_rank[distributed.rank()] if same_world else state["rng"])
+    same_world = isinstance(per_rank, list) and len(per_rank) == distributed.world_size()
+    set_rng_states(per_rank[distributed.rank()] if isinstance(per_rank, list) and same_world else state["rng"])
     generator = _loader_generator(train_data)
     if generator is not None and state["loader_rng"] is not None:
         generator.set_state(state["loader_rng"])

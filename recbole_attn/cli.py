@@ -7,6 +7,7 @@ Arguments follow RecBole's ``run_recbole.py``: ``--model``, ``--dataset`` and
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from recbole_attn.config import parse_cmd_args
 from recbole_attn.errors import RunFailed, UsageError
 
-#: Subcommands that serve a trained checkpoint (recbole_attn/serve.py).
+#: Subcommands that serve a trained checkpoint (:mod:`recbole_attn.serve`).
 SERVE_COMMANDS = ("recommend", "explain")
 USAGE = "usage: python run.py --model=NAME --dataset=NAME [--config_files=a.yaml,b.yaml] [--key=value ...]"
 
@@ -43,8 +44,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if argv and argv[0] in SERVE_COMMANDS:
-            from recbole_attn.serve import main as serve_main
-
             return serve_main(argv)
         model, dataset, config_files, rest = split_run_args(argv)
         result = run(model, dataset, config_files=config_files, cmd_args=rest)
@@ -59,4 +58,57 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(format_results_table(result))
     print(f"results: {result.get('results_file')}")
+    return 0
+
+
+# -- serving a trained checkpoint ------------------------------------------------
+
+def _serve_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.py", description="Serve a trained checkpoint.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    recommend_cmd = commands.add_parser("recommend", help="top-k items for users or a history")
+    explain_cmd = commands.add_parser("explain", help="attention weights over a history")
+    for command in (recommend_cmd, explain_cmd):
+        command.add_argument("--checkpoint", required=True, help="a .pth file written by training")
+        who = command.add_mutually_exclusive_group(required=True)
+        several = " (or several, comma-separated)" if command is recommend_cmd else ""
+        who.add_argument("--user", help=f"a known user token{several}")
+        who.add_argument("--history", help="item tokens, oldest first, comma-separated (a new user)")
+        command.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+        command.add_argument("--data_path", default=None, help="folder holding <dataset>/, if the data moved")
+    recommend_cmd.add_argument("-k", type=int, default=10, help="how many items (default: 10)")
+    recommend_cmd.add_argument("--include_seen", action="store_true", help="also rank the history's own items")
+    explain_cmd.add_argument("--png", default=None, help="draw a heatmap to this file (needs matplotlib)")
+    return parser
+
+
+def _split(text: str) -> list[str]:
+    return [token.strip() for token in text.split(",") if token.strip()]
+
+
+def serve_main(argv: Sequence[str]) -> int:
+    """``run.py recommend|explain ...``; :func:`main` turns a
+    :class:`UsageError` into exit code 2 and any other failure into 1."""
+    from recbole_attn.serve import explain, format_explanation, format_recommendations, load, recommend
+
+    args = _serve_parser().parse_args(list(argv))
+    if args.command == "explain" and args.png:
+        from recbole_attn.serve.plot import require_matplotlib
+
+        require_matplotlib()  # before the slow part
+    loaded = load(args.checkpoint, device=args.device, data_path=args.data_path)
+    if args.command == "recommend":
+        query = {"users": _split(args.user)} if args.user is not None else {"histories": [_split(args.history)]}
+        recs = recommend(loaded, **query, k=args.k, exclude_seen=not args.include_seen)
+        for index, key in enumerate(recs.keys):
+            print(f"user {key}" if args.user is not None else f"history {args.history}")
+            print(format_recommendations(loaded, recs, index))
+        return 0
+    query = {"user": args.user} if args.user is not None else {"history": _split(args.history)}
+    explanation = explain(loaded, **query)
+    print(format_explanation(explanation))
+    if args.png:
+        from recbole_attn.serve.plot import plot_explanation
+
+        print(f"heatmap: {plot_explanation(explanation, args.png)}")
     return 0

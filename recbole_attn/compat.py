@@ -215,8 +215,8 @@ def apply() -> None:
         return
     numpy_view = _NumpyWithLegacyAliases()
     for module_name in MODULES_USING_LEGACY_NUMPY:
-        importlib.import_module(module_name).np = numpy_view
-    importlib.import_module("recbole.data.dataset.dataset").pd = _PandasWithEmptySeqCells()
+        setattr(importlib.import_module(module_name), "np", numpy_view)
+    setattr(importlib.import_module("recbole.data.dataset.dataset"), "pd", _PandasWithEmptySeqCells())
     import pandas
 
     chained = getattr(pandas.errors, "ChainedAssignmentError", None)

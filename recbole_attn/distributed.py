@@ -266,7 +266,7 @@ def mean_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
 
 def set_epoch(loader: Any, epoch: int) -> None:
     """Reshuffle a training loader's shards for ``epoch`` the same way on
-    every process: our :class:`~recbole_attn.data.AllPositionsLoader` or a
+    every process: our :class:`~recbole_attn.data.rows.AllPositionsLoader` or a
     RecBole loader's ``DistributedSampler`` (RecBole's own trainer does the
     latter itself; ours overrides its epoch loop)."""
     if hasattr(loader, "set_epoch"):

@@ -33,8 +33,7 @@ def check_choice(what: str, value: object, choices: Iterable[str]) -> None:
 
 def check_positive(name: str, value: object, allow_zero: bool = False) -> None:
     """Raise unless ``value`` is a positive (or non-negative) integer."""
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    ok = ok and (value >= 0 if allow_zero else value > 0)
+    ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
         raise UsageError(f"{name} must be an integer {bound}, got {value!r}")

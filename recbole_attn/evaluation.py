@@ -154,7 +154,8 @@ def chunked_topk(
     width = math.ceil(n_items / math.ceil(n_items / chunk_size))
     starts = list(range(0, n_items, width))
     pairs = None
-    best_scores = best_items = None
+    best_scores: torch.Tensor | None = None
+    best_items: torch.Tensor | None = None
     for number, start in enumerate(starts):
         end = min(start + width, n_items)
         scores = scorer(start, end).float()
@@ -170,7 +171,7 @@ def chunked_topk(
         chunk_scores, chunk_items = torch.topk(scores, min(k, end - start), dim=1)
         del scores  # before the next chunk is scored: one chunk of scores alive at a time
         chunk_items += start
-        if best_scores is None:
+        if best_scores is None or best_items is None:
             best_scores, best_items = chunk_scores, chunk_items
             continue
         # earlier chunks first + a stable sort: equal scores go to the lower item id
@@ -178,6 +179,7 @@ def chunked_topk(
         merged_items = torch.cat([best_items, chunk_items], dim=1)
         merged_scores, order = torch.sort(merged_scores, dim=1, descending=True, stable=True)
         best_scores, best_items = merged_scores[:, :k], merged_items.gather(1, order[:, :k])
+    assert best_scores is not None and best_items is not None  # n_items >= 1: one chunk at least
     return TopK(best_scores, best_items, n_items)
 
 

@@ -55,6 +55,7 @@ class HookedTrainer:
     """Mixin in front of a RecBole trainer class: runs ``self.hooks``."""
 
     hooks: list[TrainerHook]
+    evaluator: Any
 
     def __init__(self, config: Any, model: Any, hooks: Sequence[TrainerHook] = ()) -> None:
         super().__init__(config, model)  # type: ignore[call-arg]

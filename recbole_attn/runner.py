@@ -29,8 +29,8 @@ from recbole_attn.atomic import check_writable_dir
 from recbole_attn.budget import BudgetExhausted, EpochClock
 from recbole_attn.serialization import plain_data
 from recbole_attn.config import AttnConfig
-from recbole_attn.data import attach_seen_filters
-from recbole_attn.datasets import check_dataset_files
+from recbole_attn.data.rows import attach_seen_filters
+from recbole_attn.data.checks import check_dataset_files
 from recbole_attn.errors import RunFailed, UsageError
 from recbole_attn.hooks import TrainerHook, build_hooked_trainer
 from recbole_attn.models.base import AttnSequentialRecommender

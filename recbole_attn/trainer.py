@@ -1,7 +1,7 @@
 """RecBole's ``Trainer`` with the training loop this project needs:
 
 * ``train_mode: all_positions`` swaps RecBole's prefix rows for
-  :class:`~recbole_attn.data.AllPositionsLoader` (same split, same items);
+  :class:`~recbole_attn.data.rows.AllPositionsLoader` (same split, same items);
 * the epoch loss accumulates on the device and is read once per epoch, not
   once per batch (RecBole's ``loss.item()`` syncs the GPU every step);
 * bf16 autocast on CUDA when ``enable_amp`` (no GradScaler needed for bf16);
@@ -23,7 +23,7 @@ from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
 from recbole_attn import distributed
-from recbole_attn.data import AllPositionsLoader
+from recbole_attn.data.rows import AllPositionsLoader
 from recbole_attn.errors import RunFailed, UsageError
 from recbole_attn.evaluation import (
     CHUNK_SIZE_KEY,

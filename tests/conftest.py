@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import recbole_attn  # noqa: F401  (applies the compat patches)
-from recbole_attn.testdata import write_ml100k_subset, write_sequential_pattern
+from recbole_attn.data.fixtures import write_ml100k_subset, write_sequential_pattern
 
 # Tiny models run fastest on one thread, and a busy 2-core machine makes
 # multi-threaded OpenMP spin; subprocesses (run.py) inherit the setting.

@@ -150,6 +150,7 @@ def test_invalid_options_are_rejected(make_model, options, bad):
         ("all_positions", {"train_batch_size": 32}),
     ],
 )
+@pytest.mark.slow
 def test_learns_a_sequential_pattern(pattern_root, train_mode, options):
     result = recbole_attn.run(
         "AttnRNN",
@@ -288,6 +289,7 @@ def test_pooling_on_cuda_matches_cpu(attention_type, dtype):
         assert grad is not None and torch.isfinite(grad).all()
 
 
+@pytest.mark.slow
 def test_run_py_end_to_end(ml100k_root, tmp_path):
     output_dir = tmp_path / "out"
     completed = subprocess.run(

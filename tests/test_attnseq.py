@@ -9,7 +9,7 @@ from recbole.data import create_dataset, data_preparation
 
 import recbole_attn
 from recbole_attn.config import AttnConfig
-from recbole_attn.data import AllPositionsLoader
+from recbole_attn.data.rows import AllPositionsLoader
 from recbole_attn.errors import UsageError
 from recbole_attn.models.attnseq import AttnSeq
 from tests.conftest import FAST
@@ -123,6 +123,7 @@ def test_unknown_feature_lists_the_valid_ones(ml100k_root):
         build(ml100k_root, "ml-100k", selected_features=["genres"])
 
 
+@pytest.mark.slow
 def test_learns_the_pattern_far_above_random(pattern_root):
     result = recbole_attn.run("AttnSeq", "pattern", config_dict={
         **FAST, "data_path": str(pattern_root), "epochs": 15, "stopping_step": 15, "learning_rate": 3e-3,

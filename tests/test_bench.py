@@ -190,6 +190,7 @@ def test_crashing_model_gets_a_row_and_tables_need_no_matplotlib(ml100k_root, mo
     assert json.load(open(record["files"]["json"]))["finished"] is True
 
 
+@pytest.mark.slow
 def test_two_models_end_to_end(ml100k_root, capsys):
     code = main(["--models=AttnSeq,GRU4Rec", f"--data_path={ml100k_root}", "--epochs=2", "--budget=0",
                  "--output_dir=out", "--train_batch_size=512", "--jobs=2"])

@@ -15,7 +15,7 @@ import torch
 import recbole_attn
 from recbole_attn import compat
 from recbole_attn.config import AttnConfig
-from recbole_attn.testdata import write_sequential_pattern
+from recbole_attn.data.fixtures import write_sequential_pattern
 from tests.conftest import FAST
 
 
@@ -144,12 +144,14 @@ def test_data_parallel_on_cpu_modules(tmp_path):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_never_imports_ray_or_quick_start():
     code = "import recbole_attn, sys; print('ray' in sys.modules, 'recbole.quick_start' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 
 
+@pytest.mark.slow
 def test_recbole_models_do_not_leave_anomaly_mode_on():
     """SINE's module turns autograd anomaly detection on at import (5x slower
     backward for every model in the process)."""

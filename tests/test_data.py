@@ -9,7 +9,7 @@ import torch
 from recbole.data import create_dataset, data_preparation
 
 from recbole_attn.config import AttnConfig
-from recbole_attn.data import (
+from recbole_attn.data.rows import (
     AllPositionsLoader,
     SeenFilterCollate,
     attach_seen_filters,

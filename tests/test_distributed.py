@@ -16,7 +16,7 @@ from recbole.data import create_dataset, data_preparation
 import recbole_attn
 from recbole_attn import distributed
 from recbole_attn.config import AttnConfig
-from recbole_attn.data import AllPositionsLoader, attach_seen_filters
+from recbole_attn.data.rows import AllPositionsLoader, attach_seen_filters
 from recbole_attn.errors import UsageError
 from recbole_attn.runner import build_trainer
 from tests.conftest import FAST
@@ -68,6 +68,7 @@ def _evaluate_checkpoint(settings: dict, checkpoint: str) -> dict:
     return dict(build_trainer(config, model).evaluate(test, load_best_model=True, model_file=checkpoint))
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_train_like_one(ml100k_root, tmp_path):
     """Two CPU processes (gloo, loopback, a free port) against one process
     with the same settings (``filter_seen`` on, global batch 64 windows).
@@ -113,6 +114,7 @@ def _fail_on_rank_one(overrides: dict) -> None:
     distributed.barrier()  # rank 0 would wait here forever if rank 1's failure did not end it
 
 
+@pytest.mark.slow
 def test_an_error_in_one_process_ends_all_and_is_raised_as_raised():
     launch = distributed.Launch(nproc=2, world_size=2, offset=0, ip="127.0.0.1", port=distributed.free_port(),
                                 backend="gloo", device_type="cpu")

@@ -18,7 +18,7 @@ from recbole_attn.atomic import atomic_path
 from recbole_attn.bench import suite
 from recbole_attn.cli import main
 from recbole_attn.config import AttnConfig, parse_cmd_args
-from recbole_attn.datasets import check_dataset_files
+from recbole_attn.data.checks import check_dataset_files
 from recbole_attn.errors import UsageError
 from recbole_attn.results import strict_json
 from recbole_attn.trainer import NONFINITE_CHECK_STEPS, AttnTrainer, NonFiniteLossError

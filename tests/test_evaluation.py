@@ -18,7 +18,7 @@ from torch.utils._pytree import tree_flatten
 
 import recbole_attn.trainer as trainer_module
 from recbole_attn.config import AttnConfig
-from recbole_attn.data import AllPositionsLoader, attach_seen_filters
+from recbole_attn.data.rows import AllPositionsLoader, attach_seen_filters
 from recbole_attn.errors import UsageError
 from recbole_attn.evaluation import (
     TopKCollector,
@@ -28,7 +28,7 @@ from recbole_attn.evaluation import (
     resolve_chunk_size,
     topk_hits,
 )
-from recbole_attn.testdata import synthetic_model
+from recbole_attn.data.fixtures import synthetic_model
 from recbole_attn.trainer import AttnTrainer
 from tests.conftest import FAST, REPO_ROOT
 

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 CHECK = """
 import recbole_attn
 from recbole_attn import registry
@@ -20,6 +22,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_installed_package_works_from_any_directory(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run([sys.executable, "-c", CHECK], cwd=tmp_path, env=env, capture_output=True, text=True)

@@ -72,6 +72,7 @@ def _wait_for_last_checkpoint(child: subprocess.Popen, folder: Path, min_epoch: 
     raise AssertionError("no last checkpoint appeared")
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_ends_like_an_uninterrupted_run(pattern_root, tmp_path):
     settings = _settings(pattern_root)
     saved = tmp_path / "killed"

@@ -17,6 +17,7 @@ def _result_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.json")) if folder.exists() else []
 
 
+@pytest.mark.slow
 def test_run_py_trains_and_writes_results(ml100k_root, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, str(RUN_PY), "--model=AttnSeq", "--dataset=ml-100k", f"--data_path={ml100k_root}",

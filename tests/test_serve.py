@@ -241,7 +241,7 @@ def test_explain_weights_sum_to_one_over_the_history_and_zero_on_padding(explain
 
 def test_explain_heatmap_png_is_written(explained, tmp_path):
     pytest.importorskip("matplotlib")
-    from recbole_attn.explain_plot import plot_explanation
+    from recbole_attn.serve.plot import plot_explanation
 
     for name, explanation in zip(("user", "history"), explained[1:]):
         path = plot_explanation(explanation, tmp_path / f"{name}.png")
@@ -249,7 +249,7 @@ def test_explain_heatmap_png_is_written(explained, tmp_path):
 
 
 def test_heatmap_without_matplotlib_is_a_clear_error(monkeypatch):
-    from recbole_attn.explain_plot import require_matplotlib
+    from recbole_attn.serve.plot import require_matplotlib
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(UsageError, match=r"matplotlib.*recbole-attn\[plot\]"):

@@ -7,7 +7,7 @@ import torch
 from recbole.data import create_dataset, data_preparation
 
 from recbole_attn.config import AttnConfig
-from recbole_attn.data import AllPositionsLoader
+from recbole_attn.data.rows import AllPositionsLoader
 from recbole_attn.models.attnseq import AttnSeq
 from recbole_attn.trainer import AttnTrainer, NonFiniteLossError
 from tests.conftest import FAST
@@ -62,6 +62,7 @@ def test_nan_loss_stops_with_a_clear_message(trainer_and_data, monkeypatch):
         trainer._train_epoch(loader, 3)
 
 
+@pytest.mark.slow
 def test_compiled_training_step_gives_the_eager_loss_and_trains(pattern_root):
     """``compile: True`` runs the training loss through ``torch.compile``
     (inductor, also on CPU): dynamo really captures graphs of it, the loss

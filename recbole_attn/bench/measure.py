@@ -49,7 +49,7 @@ def _synchronize(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def time_full_sort(model: torch.nn.Module, loader: Any, device: torch.device) -> tuple[int, float]:
+def time_full_sort(model: Any, loader: Any, device: torch.device) -> tuple[int, float]:
     """(users, seconds) of one ``full_sort_predict`` pass over ``loader``."""
     model.eval()
     users = 0

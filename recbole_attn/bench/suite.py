@@ -22,7 +22,7 @@ import yaml
 from recbole_attn import registry
 from recbole_attn.bench import measure, plots, report
 from recbole_attn.config import AttnConfig, known_keys, parse_cmd_args
-from recbole_attn.datasets import check_dataset_files
+from recbole_attn.data.checks import check_dataset_files
 from recbole_attn.errors import UsageError
 from recbole_attn.results import machine, versions
 

@@ -57,7 +57,7 @@ class ItemFeatureEmbedding(nn.Module):
 
     def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
         """(B, L, D): sum over fields of the mean token embedding."""
-        total = 0
+        total = torch.zeros((), device=item_seq.device)
         for field in self.fields:
             tokens = getattr(self, f"tokens_{field}")[item_seq]  # (B, L, T)
             count = (tokens > 0).sum(-1, keepdim=True).clamp(min=1)

@@ -38,7 +38,7 @@ def typed_header(path: Path, separator: str = "\t", encoding: str = "utf-8") -> 
             header = handle.readline().rstrip("\r\n")
     except (UnicodeDecodeError, LookupError) as error:
         raise UsageError(f"{path}: cannot be read as {encoding} ({error})") from None
-    columns = []
+    columns: list[tuple[str, str]] = []
     for column in header.split(separator):
         name, colon, kind = column.partition(":")
         if not colon or not name or kind not in FIELD_TYPES:

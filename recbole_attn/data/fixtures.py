@@ -99,6 +99,7 @@ def synthetic_model(model: str | type, n_items: int, **settings: object) -> torc
         ITEM_LIST_LENGTH_FIELD="item_length", NEG_PREFIX="neg_", MAX_ITEM_LIST_LENGTH=50, device="cpu",
     )
     loader = Config._build_yaml_loader(None)  # RecBole's YAML reading (``1e-8`` is a float)
-    config.update(yaml.load(model_class.properties_file.read_text(), Loader=loader) or {})
+    properties = Path(getattr(model_class, "properties_file"))
+    config.update(yaml.load(properties.read_text(), Loader=loader) or {})
     config.update(settings)
     return model_class(config, SyntheticCatalog(n_items))

@@ -1,0 +1,3 @@
+"""Data around RecBole's datasets: ``checks`` reads atomic files before
+RecBole does, ``rows`` builds the all-positions training rows and seen-item
+filters, ``fixtures`` writes tiny datasets for tests and quick checks."""

@@ -1,0 +1,106 @@
+"""Queries for a loaded model: known users or ad-hoc histories of raw item
+tokens, resolved to internal ids and cut to the model's input window."""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from recbole.data.interaction import Interaction
+
+from recbole_attn.errors import UsageError, check_choice
+from recbole_attn.serve.load import LoadedModel
+
+ON_UNKNOWN = ("error", "warn")
+
+
+def tail_windows(
+    indptr: torch.Tensor, indices: torch.Tensor, rows: torch.Tensor, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last ``width`` items of each CSR row in ``rows``, right-padded with
+    0 as RecBole pads: ``(B, width)`` ids and ``(B,)`` lengths."""
+    start, end = indptr[rows], indptr[rows + 1]
+    lengths = torch.clamp(end - start, max=width)
+    position = torch.arange(width)[None, :]
+    valid = position < lengths[:, None]
+    index = torch.where(valid, (end - lengths)[:, None] + position, 0)
+    return torch.where(valid, indices[index], 0), lengths
+
+
+def _reject(problem: str, names: Sequence[str], on_unknown: str) -> None:
+    """Raise (``on_unknown="error"``) or warn that ``names`` are skipped."""
+    if not names:
+        return
+    more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+    message = f"{problem}: {', '.join(repr(name) for name in names[:10])}{more}"
+    if on_unknown == "error":
+        raise UsageError(message)
+    warnings.warn(f"{message} (skipped)", stacklevel=4)
+
+
+@dataclass(frozen=True)
+class Queries:
+    """Resolved queries as CSR histories: row ``i`` answers ``keys[i]``."""
+
+    keys: list[Any]
+    indptr: torch.Tensor
+    indices: torch.Tensor
+    rows: torch.Tensor
+    user_ids: torch.Tensor  # 0 (padding user) for ad-hoc histories
+
+
+def resolve_queries(
+    loaded: LoadedModel, users: Sequence[Any] | None, histories: Sequence[Sequence[Any]] | None, on_unknown: str
+) -> Queries:
+    """Map user tokens, or histories of item tokens, to internal ids;
+    unknown tokens and empty histories raise or are skipped (``on_unknown``)."""
+    check_choice("on_unknown", on_unknown, ON_UNKNOWN)
+    if (users is None) == (histories is None):
+        raise UsageError("give either users (known user tokens) or histories (lists of item tokens), not both")
+    name = loaded.config["dataset"]
+    if users is not None:
+        users = [users] if isinstance(users, (str, int)) else list(users)
+        ids = loaded.user_ids(users)
+        _reject(f"unknown users in dataset {name}", [str(u) for u, i in zip(users, ids) if i is None], on_unknown)
+        user_keys = [str(u) for u, i in zip(users, ids) if i is not None]
+        user_ids = torch.tensor([i for i in ids if i is not None], dtype=torch.long)
+        has_history = (loaded.history_indptr[user_ids + 1] > loaded.history_indptr[user_ids]).tolist()
+        without = [u for u, ok in zip(user_keys, has_history) if not ok]
+        _reject(f"users without history in dataset {name}", without, on_unknown)
+        if not all(has_history):
+            user_keys = [u for u, ok in zip(user_keys, has_history) if ok]
+            user_ids = user_ids[torch.tensor(has_history)]
+        return Queries(list(user_keys), loaded.history_indptr, loaded.history_items, user_ids, user_ids)
+
+    if isinstance(histories, (str, bytes)) or (histories and isinstance(histories[0], (str, int))):
+        raise UsageError("histories must be a list of histories, each a list of item tokens (e.g. [['50', '172']])")
+    keys: list[Any] = []
+    sequences: list[list[int]] = []
+    unknown: list[str] = []
+    empty: list[str] = []
+    for position, history in enumerate(histories or ()):
+        history = list(history)
+        ids = loaded.item_ids(history)
+        unknown += [str(token) for token, i in zip(history, ids) if i is None]
+        known = [i for i in ids if i is not None]
+        if not known:
+            empty.append(f"#{position}")
+            continue
+        keys.append(position)
+        sequences.append(known)
+    _reject(f"unknown items in dataset {name}", list(dict.fromkeys(unknown)), on_unknown)
+    _reject(f"empty histories (no item known in dataset {name})", empty, on_unknown)
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+    indptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(lengths, 0)])
+    indices = torch.tensor([i for s in sequences for i in s], dtype=torch.long)
+    rows = torch.arange(len(sequences))
+    return Queries(keys, indptr, indices, rows, torch.zeros(len(sequences), dtype=torch.long))
+
+
+def model_input(loaded: LoadedModel, item_seq: torch.Tensor, lengths: torch.Tensor, users: torch.Tensor) -> Interaction:
+    """The batch RecBole models read: history window, its length, the user id."""
+    model = loaded.model
+    fields = {model.ITEM_SEQ: item_seq, model.ITEM_SEQ_LEN: lengths, loaded.dataset.uid_field: users}
+    return Interaction(fields).to(loaded.device)
