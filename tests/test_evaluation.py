@@ -16,7 +16,6 @@ from recbole.evaluator.collector import Collector
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-import recbole_attn.trainer as trainer_module
 from recbole_attn.config import AttnConfig
 from recbole_attn.data.rows import AllPositionsLoader, attach_seen_filters
 from recbole_attn.errors import UsageError
@@ -116,23 +115,31 @@ def ml100k_trainer(ml100k_root):
     return trainer, train, valid, test
 
 
+class RecordingTrainer(AttnTrainer):
+    """Records what each full-sort batch step handed on: a TopK (item chunks) or a score matrix."""
+
+    def __init__(self, config, model) -> None:
+        super().__init__(config, model)
+        self.handed_on: list[str] = []
+
+    def _full_sort_batch_eval(self, batched_data):
+        out = super()._full_sort_batch_eval(batched_data)
+        self.handed_on.append(type(out[1]).__name__)
+        return out
+
+
 @pytest.mark.parametrize("filter_seen", [False, True])
-def test_chunked_metrics_equal_recboles_on_ml100k(ml100k_trainer, filter_seen, monkeypatch):
-    trainer, train, valid, test = ml100k_trainer
+def test_chunked_metrics_equal_recboles_on_ml100k(ml100k_trainer, filter_seen):
+    trained, train, valid, test = ml100k_trainer
     if filter_seen:
         valid, test = _filtered(train, valid, test)
-    calls = []
-
-    def counted(*args, **kwargs):
-        calls.append(args[3])
-        return chunked_topk(*args, **kwargs)
-
-    monkeypatch.setattr(trainer_module, "chunked_topk", counted)
-    results = {}
+    results, handed_on = {}, {}
     for chunk in (97, None):
+        trainer = RecordingTrainer(trained.config, trained.model)
         trainer.eval_item_chunk_size = chunk
         results[chunk] = [trainer.evaluate(data, load_best_model=False) for data in (valid, test)]
-    assert calls and set(calls) == {97}  # the chunked run went through item chunks, the other did not
+        handed_on[chunk] = set(trainer.handed_on)
+    assert handed_on == {97: {"TopK"}, None: {"Tensor"}}  # the chunked run went through item chunks
     n_items = valid._dataset.item_num
     assert n_items // 97 >= 10  # many chunks
     for chunked, full in zip(results[97], results[None]):

@@ -77,7 +77,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 
 def linear_cross_entropy(
-    hidden: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, ignore_index: int | None = None
+    hidden: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, ignore_index: int | None = None,
+    rows_per_chunk: int | None = None,
 ) -> torch.Tensor:
     """``F.cross_entropy(hidden @ table.T, targets, ignore_index=...)``, mean
     over the rows not ignored, computed chunk by chunk (module docstring).
@@ -85,5 +86,7 @@ def linear_cross_entropy(
     hidden (N, D), table (V, D), targets (N,) ids in ``[0, V)``. Rows whose
     target is ``ignore_index`` (padding) add nothing and get zero gradient;
     shapes stay static, so no host sync is needed to drop them.
+    ``rows_per_chunk``: default :func:`chunk_rows` for the catalog and device.
     """
-    return _LinearCrossEntropy.apply(hidden, table, targets, ignore_index, chunk_rows(len(table), hidden.device))
+    rows = rows_per_chunk or chunk_rows(len(table), hidden.device)
+    return _LinearCrossEntropy.apply(hidden, table, targets, ignore_index, rows)
