@@ -1,14 +1,18 @@
-"""Command line: ``python run.py --model=NAME --dataset=NAME [--key=value ...]``.
+"""The one command line: ``recbole-attn`` (also ``python run.py`` and
+``python -m recbole_attn``).
 
-Arguments follow RecBole's ``run_recbole.py``: ``--model``, ``--dataset`` and
+``train`` is the default: ``--model=NAME --dataset=NAME [--key=value ...]``,
+as RecBole's ``run_recbole.py``: ``--model``, ``--dataset`` and
 ``--config_files`` (comma- or space-separated) are ours; every other
-``--key=value`` overrides a config key. Exit codes: 0 success, 2 bad input
-(one line on stderr, no results file), 1 any other failure.
+``--key=value`` overrides a config key. ``recommend`` and ``explain`` serve a
+trained checkpoint, ``bench`` runs :mod:`recbole_attn.bench`. Exit codes: 0
+success, 2 bad input (one line on stderr, no results file), 1 any other failure.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -17,7 +21,29 @@ from recbole_attn.errors import RunFailed, UsageError
 
 #: Subcommands that serve a trained checkpoint (:mod:`recbole_attn.serve`).
 SERVE_COMMANDS = ("recommend", "explain")
-USAGE = "usage: python run.py --model=NAME --dataset=NAME [--config_files=a.yaml,b.yaml] [--key=value ...]"
+HELP = """\
+usage: {prog} [train] --model=NAME --dataset=NAME [--config_files=a.yaml,b.yaml] [--key=value ...]
+       {prog} recommend --checkpoint=FILE (--user=TOKEN[,TOKEN...] | --history=ITEM,ITEM,...) [-k N]
+       {prog} explain --checkpoint=FILE (--user=TOKEN | --history=ITEM,ITEM,...) [--png=FILE]
+       {prog} bench [--dataset=NAME] [--models=A,B,...] [--budget=SECONDS] [--key=value ...]
+       {prog} --version
+
+commands:
+  train      train, validate and test one model (the default); any --key=value is a RecBole or
+             project option (README, "Configuration")
+  recommend  top-k items of a trained checkpoint for known users or a new history
+  explain    the attention weights behind a recommendation
+  bench      several models under one protocol: tables, CSV, plots (python -m recbole_attn.bench)
+
+Run '{prog} COMMAND --help' for a command's own options. Exit codes: 0 success, 2 bad input, 1 failure."""
+
+
+def program_name() -> str:
+    """How the user started this command, for usage lines."""
+    started = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if started == "__main__.py":
+        return "python -m recbole_attn"
+    return f"python {started}" if started.endswith(".py") else started or "recbole-attn"
 
 
 def split_run_args(argv: Sequence[str]) -> tuple[str, str, list[str], list[str]]:
@@ -27,7 +53,7 @@ def split_run_args(argv: Sequence[str]) -> tuple[str, str, list[str], list[str]]
     model = options.pop("model", None)
     dataset = options.pop("dataset", "ml-100k")
     if not model:
-        raise UsageError(f"--model is required. {USAGE}")
+        raise UsageError(f"--model is required: {program_name()} --model=NAME --dataset=NAME [--key=value ...]")
     files = options.pop("config_files", "")
     config_files = [f for f in files.replace(",", " ").split() if f]
     rest = [f"--{key}={value}" for key, value in options.items()]
@@ -36,9 +62,20 @@ def split_run_args(argv: Sequence[str]) -> tuple[str, str, list[str], list[str]]
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("-h", "--help"):
-        print(USAGE)
+    if argv and argv[0] in ("-h", "--help", "help"):
+        print(HELP.format(prog=program_name()))
         return 0
+    if argv and argv[0] == "--version":
+        from recbole_attn import __version__
+
+        print(f"recbole-attn {__version__}")
+        return 0
+    if argv and argv[0] == "bench":
+        from recbole_attn.bench.cli import main as bench_main
+
+        return bench_main(argv[1:], prog=f"{program_name()} bench")
+    if argv and argv[0] == "train":
+        argv = argv[1:]
     from recbole_attn.results import format_results_table
     from recbole_attn.runner import run
 
@@ -64,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- serving a trained checkpoint ------------------------------------------------
 
 def _serve_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="run.py", description="Serve a trained checkpoint.")
+    parser = argparse.ArgumentParser(prog=program_name(), description="Serve a trained checkpoint.")
     commands = parser.add_subparsers(dest="command", required=True)
     recommend_cmd = commands.add_parser("recommend", help="top-k items for users or a history")
     explain_cmd = commands.add_parser("explain", help="attention weights over a history")

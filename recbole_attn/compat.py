@@ -31,6 +31,10 @@ in ``tests/test_compat.py`` that fails without it:
 * RecBole reads atomic files with pandas' ``python`` engine, which stops at
   the ``csv`` module's 128 KiB field limit (a long description, a long
   ``token_seq``): the limit is raised to the largest value ``csv`` takes.
+* ``Collector.get_data_struct`` calls ``.cpu()`` on every collected value,
+  but ``data.num_items`` is an int and ``data.count_items`` a Counter, so
+  every beyond-accuracy metric (ItemCoverage, AveragePopularity, GiniIndex,
+  ShannonEntropy, TailPercentage) crashed evaluation; tensors alone move.
 * RecBole's trainer wraps the model in ``DistributedDataParallel(model,
   device_ids=[local_rank])`` under DDP; torch accepts ``device_ids`` only for
   a module on one GPU, so multi-process training on CPUs (gloo) failed.
@@ -141,6 +145,21 @@ def _save_plain_checkpoint(self: Any, epoch: int, verbose: bool = True, **kwargs
         self.logger.info(f"Saving current: {saved_model_file}")
 
 
+def _get_data_struct(self: Any) -> Any:
+    """``Collector.get_data_struct`` that moves tensors to the CPU and leaves
+    the item count and popularity counter as they are."""
+    import copy
+
+    for key, value in self.data_struct._data_dict.items():
+        if isinstance(value, torch.Tensor):
+            self.data_struct._data_dict[key] = value.cpu()
+    returned = copy.deepcopy(self.data_struct)
+    for key in ("rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label"):
+        if key in self.data_struct:
+            del self.data_struct[key]
+    return returned
+
+
 def _data_parallel(module: torch.nn.Module, device_ids: list[int] | None = None, **kwargs: Any) -> Any:
     """RecBole's ``DistributedDataParallel(model, device_ids=[local_rank])``,
     without ``device_ids`` for a module on the CPU."""
@@ -226,6 +245,7 @@ def apply() -> None:
     import recbole.trainer.trainer as recbole_trainer
     from recbole.config.configurator import Config
     from recbole.data.dataset.dataset import Dataset
+    from recbole.evaluator.collector import Collector
     from recbole.trainer.trainer import Trainer
 
     ORIGINALS["csv.field_size_limit"] = csv.field_size_limit()
@@ -238,6 +258,7 @@ def apply() -> None:
         (Dataset, "_remap", _remap_tokens),
         (Dataset, "_fill_nan", _fill_nan),
         (Trainer, "_save_checkpoint", _save_plain_checkpoint),
+        (Collector, "get_data_struct", _get_data_struct),
         (recbole_trainer, "DistributedDataParallel", _data_parallel),
     ):
         ORIGINALS[f"{owner.__name__}.{name}"] = getattr(owner, name)

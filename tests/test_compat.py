@@ -163,3 +163,19 @@ def test_recbole_models_do_not_leave_anomaly_mode_on():
     plain = subprocess.run([sys.executable, "-c", "import torch, recbole.model.sequential_recommender.sine; "
                             "print(torch.is_anomaly_enabled())"], capture_output=True, text=True, check=True)
     assert plain.stdout.strip() == "True"  # what the patch undoes
+
+
+def test_beyond_accuracy_metrics_collect(pattern_root, monkeypatch):
+    """RecBole's collector called ``.cpu()`` on the item count (an int)."""
+    from recbole.evaluator.collector import Collector, DataStruct
+
+    collector = Collector.__new__(Collector)
+    collector.data_struct = DataStruct()
+    collector.data_struct.set("data.num_items", 61)
+    collector.data_struct.set("rec.topk", torch.ones(2, 3))
+    struct = collector.get_data_struct()
+    assert struct.get("data.num_items") == 61 and "rec.topk" not in collector.data_struct
+    collector.data_struct.set("rec.topk", torch.ones(2, 3))
+    monkeypatch.setattr(Collector, "get_data_struct", compat.ORIGINALS["Collector.get_data_struct"])
+    with pytest.raises(AttributeError, match="cpu"):
+        collector.get_data_struct()

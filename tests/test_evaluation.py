@@ -275,3 +275,19 @@ def test_scale_report_writer_on_fake_rows(tmp_path):
     markdown = (tmp_path / "scale.md").read_text()
     assert "python benchmarks/scale.py --device cpu" in markdown and "skipped: too big" in markdown
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+BEYOND_ACCURACY = ["ItemCoverage", "AveragePopularity", "GiniIndex", "ShannonEntropy", "TailPercentage"]
+
+
+@pytest.mark.parametrize("model", ["AttnSeq", "GRU4Rec"])  # chunked evaluation and RecBole's own
+def test_beyond_accuracy_metrics_are_reported(pattern_root, model):
+    import recbole_attn
+
+    settings = {"epochs": 1, "state": "WARNING", "show_progress": False, "data_path": str(pattern_root),
+                "metrics": ["NDCG", *BEYOND_ACCURACY], "topk": [10], "valid_metric": "NDCG@10"}
+    result = recbole_attn.run(model, "pattern", config_dict=settings, write_results=False)
+    test = result["test"]
+    assert 0 < test["itemcoverage@10"] <= 1 and 0 <= test["giniindex@10"] <= 1
+    assert test["averagepopularity@10"] > 0 and test["shannonentropy@10"] > 0
+    assert 0 <= test["tailpercentage@10"] <= 1

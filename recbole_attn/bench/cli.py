@@ -28,12 +28,12 @@ def budget_seconds(text: str) -> float | None:
     return value
 
 
-def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+def parse_args(argv: Sequence[str], prog: str = "python -m recbole_attn.bench") -> tuple[argparse.Namespace, list[str]]:
     """The benchmark's own options, and the ``--key=value`` overrides left over."""
     from recbole_attn.bench.suite import DEFAULT_MODELS
 
     parser = argparse.ArgumentParser(
-        prog="python -m recbole_attn.bench", allow_abbrev=False, epilog=EPILOG,
+        prog=prog, allow_abbrev=False, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train and evaluate several models on one dataset under identical properties; "
                     "write a JSON record, a Markdown table, a CSV and PNG plots.")
@@ -61,9 +61,9 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_known_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m recbole_attn.bench") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args, overrides = parse_args(argv)
+    args, overrides = parse_args(argv, prog)
     from recbole_attn.bench.report import markdown_table
     from recbole_attn.bench.suite import run_benchmark, split_list
 
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             attention_types=split_list(args.attention_types),
             budget=args.budget, epochs=args.epochs, output_dir=args.output_dir, data_path=args.data_path,
             config_files=split_list(args.config_files), overrides=overrides, isolated=not args.in_process,
-            command=shlex.join(["python", "-m", "recbole_attn.bench", *argv]), jobs=args.jobs,
+            command=shlex.join([*prog.split(), *argv]), jobs=args.jobs,
         )
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
