@@ -9,6 +9,10 @@ from recbole_attn import compat
 
 compat.apply()
 
+from recbole_attn import registry  # noqa: E402
+
+registry.install_recbole_bridge()
+
 from recbole_attn.registry import available_models, get_model_class  # noqa: E402
 from recbole_attn.runner import run  # noqa: E402
 from recbole_attn.serve import explain, load, recommend  # noqa: E402

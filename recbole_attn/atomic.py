@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from recbole_attn.errors import UsageError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike, exclusive: bool = False) -> Iterator[str]:
@@ -38,8 +40,6 @@ def check_writable_dir(path: str | os.PathLike, what: str) -> None:
     """Raise ``UsageError`` now, not after hours of training, when files
     cannot be created under ``path``; nothing is left behind here (the
     folder itself is made when the first file is written)."""
-    from recbole_attn.errors import UsageError
-
     folder = Path(path).absolute()
     existing = folder
     while not existing.exists():

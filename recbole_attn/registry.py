@@ -76,3 +76,49 @@ def model_properties_file(model_class: type) -> Path | None:
 
     own = Path(recbole.__file__).parent / "properties" / "model" / f"{model_class.__name__}.yaml"
     return own if own.is_file() else None
+
+
+def install_recbole_bridge() -> None:
+    """Let RecBole's own API see the plugin models: ``recbole.utils.get_model``
+    returns them, ``get_trainer`` returns this package's trainer for them (so
+    they train on all positions as configured), and RecBole's ``Config``
+    layers their default YAML and this package's option defaults (it reads
+    only its own properties folder). RecBole's models are looked up as before."""
+    import recbole.config.configurator as configurator
+    import recbole.utils
+    import recbole.utils.utils as recbole_utils
+    from recbole.config import Config
+
+    if getattr(recbole_utils.get_model, "bridged", False):
+        return
+    recbole_get_model, recbole_get_trainer = recbole_utils.get_model, recbole_utils.get_trainer
+    recbole_internal_config = Config._load_internal_config_dict
+
+    def get_model(model_name: str) -> type:
+        return get_model_class(model_name) if model_name in plugin_entry_points() else recbole_get_model(model_name)
+
+    def get_trainer(model_type: object, model_name: str) -> type:
+        if model_name in plugin_entry_points():
+            from recbole_attn.trainer import AttnTrainer
+
+            return AttnTrainer
+        return recbole_get_trainer(model_type, model_name)
+
+    def load_internal_config_dict(self: Config, model: str, model_class: type, dataset: str) -> None:
+        recbole_internal_config(self, model, model_class, dataset)
+        if model in plugin_entry_points():
+            from recbole_attn.config import PROJECT_DEFAULTS
+            from recbole_attn.values import read_yaml_file
+
+            for key, value in PROJECT_DEFAULTS.items():
+                self.internal_config_dict.setdefault(key, value)
+            properties = model_properties_file(model_class)
+            if properties is not None and properties.is_file():
+                self.internal_config_dict.update(read_yaml_file(properties))
+
+    setattr(get_model, "bridged", True)
+    for module in (recbole.utils, recbole_utils, configurator):
+        setattr(module, "get_model", get_model)
+    for module in (recbole.utils, recbole_utils):
+        setattr(module, "get_trainer", get_trainer)
+    setattr(Config, "_load_internal_config_dict", load_internal_config_dict)

@@ -291,3 +291,30 @@ def test_beyond_accuracy_metrics_are_reported(pattern_root, model):
     assert 0 < test["itemcoverage@10"] <= 1 and 0 <= test["giniindex@10"] <= 1
     assert test["averagepopularity@10"] > 0 and test["shannonentropy@10"] > 0
     assert 0 <= test["tailpercentage@10"] <= 1
+
+
+EVAL_MODES = ["full", "uni20", "pop20", {"valid": "uni20", "test": "full"}]
+
+
+@pytest.fixture(scope="module")
+def small_pattern(tmp_path_factory):
+    from recbole_attn.data.fixtures import write_sequential_pattern
+
+    root = tmp_path_factory.mktemp("small")
+    write_sequential_pattern(root, n_users=80, n_items=40, seq_len=12)
+    return root
+
+
+@pytest.mark.parametrize("filter_seen", [False, True])
+@pytest.mark.parametrize("split", [{"LS": "valid_and_test"}, {"RS": [0.8, 0.1, 0.1]}])
+@pytest.mark.parametrize("mode", EVAL_MODES, ids=["full", "uni20", "pop20", "uni20-then-full"])
+@pytest.mark.parametrize("model", ["AttnSeq", "GRU4Rec"])
+def test_every_evaluation_mode_works_with_our_options(small_pattern, model, mode, split, filter_seen):
+    import recbole_attn
+
+    settings = {"epochs": 1, "state": "WARNING", "show_progress": False, "data_path": str(small_pattern),
+                "MAX_ITEM_LIST_LENGTH": 10, "filter_seen": filter_seen,
+                "eval_args": {"split": split, "order": "TO", "mode": mode}}
+    result = recbole_attn.run(model, "pattern", config_dict=settings, write_results=False)
+    for part in ("best_valid", "test"):
+        assert 0 <= result[part]["ndcg@10"] <= 1 and 0 <= result[part]["hit@10"] <= 1

@@ -55,3 +55,32 @@ def test_model_yaml_ships_with_the_package():
     for name in ("AttnSeq", "AttnRNN"):
         path = registry.model_properties_file(registry.get_model_class(name))
         assert path.is_file() and "recbole_attn" in str(path)
+
+
+@pytest.mark.parametrize("use_recboles_trainer", [False, True])
+def test_recboles_own_api_trains_our_models_on_all_positions(pattern_root, use_recboles_trainer):
+    """RecBole's Config + get_model + get_trainer flow, after ``import recbole_attn``."""
+    import warnings
+
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.trainer import Trainer
+    from recbole.utils import get_model, get_trainer, init_seed
+
+    from recbole_attn.trainer import AttnTrainer
+
+    config = Config(model="AttnSeq", dataset="pattern", config_dict={
+        "data_path": str(pattern_root), "epochs": 1, "state": "WARNING", "show_progress": False,
+        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"},
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]}})
+    assert config["train_mode"] == "all_positions" and config["window_overlap"] == 0.5  # AttnSeq.yaml layered
+    init_seed(config["seed"], config["reproducibility"])
+    train, valid, _ = data_preparation(config, create_dataset(config))
+    model = get_model(config["model"])(config, train.dataset)
+    trainer_class = Trainer if use_recboles_trainer else get_trainer(config["MODEL_TYPE"], config["model"])
+    assert use_recboles_trainer or trainer_class is AttnTrainer
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer_class(config, model).fit(train, valid, saved=False)
+    fell_back = [w for w in caught if "trained on prefix rows" in str(w.message)]
+    assert len(fell_back) == (1 if use_recboles_trainer else 0)  # never silently

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from recbole.data.dataloader.general_dataloader import FullSortEvalDataLoader
 from recbole.data.interaction import Interaction
 
 from recbole_attn import distributed
@@ -200,7 +201,9 @@ class SeenFilterCollate:
 
 def attach_seen_filters(train_data: Any, valid_data: Any, test_data: Any) -> None:
     """``filter_seen``: validation ranks the training items of each user last;
-    test ranks training items and the validation item last."""
+    test ranks training items and the validation item last. Full ranking
+    only: in sampled evaluation (``uni100``, ``pop100``) RecBole draws the
+    negatives among the items a user has not interacted with already."""
     dataset = train_data.dataset
     users, items, offsets = training_sequences(dataset)
     n_users = dataset.user_num
@@ -214,4 +217,5 @@ def attach_seen_filters(train_data: Any, valid_data: Any, test_data: Any) -> Non
         (valid_data, seen_items(users, items, offsets, n_users)),
         (test_data, seen_items(users, test_items, test_offsets, n_users)),
     ):
-        loader.collate_fn = SeenFilterCollate(loader.collate_fn, dataset.uid_field, *csr)
+        if isinstance(loader, FullSortEvalDataLoader):
+            loader.collate_fn = SeenFilterCollate(loader.collate_fn, dataset.uid_field, *csr)

@@ -6,6 +6,7 @@ embedding space) and, if it trains on all positions, ``encode`` (one vector
 per position)."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -63,6 +64,7 @@ class AttnSequentialRecommender(SequentialRecommender):
             counts = dataset.item_counter
             item_counts[list(counts)] = torch.tensor(list(counts.values()), dtype=torch.float)
         self.register_buffer("negative_weights", item_counts, persistent=False)
+        self._expects_all_positions = config["train_mode"] == "all_positions"
 
     # -- to be supplied by each model ---------------------------------------
     item_embedding: nn.Embedding
@@ -138,6 +140,11 @@ class AttnSequentialRecommender(SequentialRecommender):
         if TARGET_SEQ_FIELD in interaction:
             targets = interaction[TARGET_SEQ_FIELD]  # (B, L), 0 = no target
             return self._all_positions_loss(self.encode(item_seq, item_seq_len), targets)
+        if self._expects_all_positions:  # a trainer that is not AttnTrainer handed RecBole's prefix rows
+            warnings.warn(f"{type(self).__name__} is configured with train_mode='all_positions' but is trained on "
+                          f"prefix rows: train it with recbole_attn's trainer (recbole.utils.get_trainer after "
+                          f"'import recbole_attn', or recbole_attn.run)", stacklevel=2)
+            self._expects_all_positions = False  # once
         negatives = interaction[self.NEG_ITEM_ID] if self.NEG_ITEM_ID in interaction else None
         return self._loss(self.forward(item_seq, item_seq_len), interaction[self.POS_ITEM_ID], negatives)
 
