@@ -20,11 +20,12 @@ from recbole_attn.config import parse_cmd_args
 from recbole_attn.errors import RunFailed, UsageError
 
 #: Subcommands that serve a trained checkpoint (:mod:`recbole_attn.serve`).
-SERVE_COMMANDS = ("recommend", "explain")
+SERVE_COMMANDS = ("recommend", "explain", "export")
 HELP = """\
 usage: {prog} [train] --model=NAME --dataset=NAME [--config_files=a.yaml,b.yaml] [--key=value ...]
        {prog} recommend --checkpoint=FILE (--user=TOKEN[,TOKEN...] | --history=ITEM,ITEM,...) [-k N]
        {prog} explain --checkpoint=FILE (--user=TOKEN | --history=ITEM,ITEM,...) [--png=FILE]
+       {prog} export --checkpoint=FILE --out=DIR [--format=onnx]
        {prog} bench [--dataset=NAME] [--models=A,B,...] [--budget=SECONDS] [--key=value ...]
        {prog} --version
 
@@ -33,6 +34,7 @@ commands:
              project option (README, "Configuration")
   recommend  top-k items of a trained checkpoint for known users or a new history
   explain    the attention weights behind a recommendation
+  export     the history encoder (ONNX) and item table of a checkpoint, to serve without this package
   bench      several models under one protocol: tables, CSV, plots (python -m recbole_attn.bench)
 
 Run '{prog} COMMAND --help' for a command's own options. Exit codes: 0 success, 2 bad input, 1 failure."""
@@ -116,6 +118,11 @@ def _serve_parser() -> argparse.ArgumentParser:
     recommend_cmd.add_argument("-k", type=int, default=10, help="how many items (default: 10)")
     recommend_cmd.add_argument("--include_seen", action="store_true", help="also rank the history's own items")
     explain_cmd.add_argument("--png", default=None, help="draw a heatmap to this file (needs matplotlib)")
+    export_cmd = commands.add_parser("export", help="the history encoder and item table, for serving elsewhere")
+    export_cmd.add_argument("--checkpoint", required=True, help="a .pth file written by training")
+    export_cmd.add_argument("--format", default="onnx", help="onnx (default: onnx)")
+    export_cmd.add_argument("--out", required=True, help="a new folder for the exported files")
+    export_cmd.add_argument("--data_path", default=None, help="folder holding <dataset>/, if the data moved")
     return parser
 
 
@@ -129,6 +136,12 @@ def serve_main(argv: Sequence[str]) -> int:
     from recbole_attn.serve import explain, format_explanation, format_recommendations, load, recommend
 
     args = _serve_parser().parse_args(list(argv))
+    if args.command == "export":
+        from recbole_attn.serve.export import export_model
+
+        loaded = load(args.checkpoint, device="cpu", data_path=args.data_path)
+        print(f"exported: {export_model(loaded, args.out, args.format)}")
+        return 0
     if args.command == "explain" and args.png:
         from recbole_attn.serve.plot import require_matplotlib
 

@@ -35,6 +35,11 @@ in ``tests/test_compat.py`` that fails without it:
   but ``data.num_items`` is an int and ``data.count_items`` a Counter, so
   every beyond-accuracy metric (ItemCoverage, AveragePopularity, GiniIndex,
   ShannonEntropy, TailPercentage) crashed evaluation; tensors alone move.
+* Two warnings RecBole triggers on every run: torch's "NumPy array is not
+  writable" (``Dataset._dataframe_to_interaction`` wraps read-only pandas
+  arrays; nothing writes to them) and the deprecation of
+  ``torch.cuda.amp.GradScaler`` (its trainer builds one per epoch); both are
+  filtered for RecBole's modules only.
 * RecBole's trainer wraps the model in ``DistributedDataParallel(model,
   device_ids=[local_rank])`` under DDP; torch accepts ``device_ids`` only for
   a module on one GPU, so multi-process training on CPUs (gloo) failed.
@@ -238,6 +243,10 @@ def apply() -> None:
     setattr(importlib.import_module("recbole.data.dataset.dataset"), "pd", _PandasWithEmptySeqCells())
     import pandas
 
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning,
+                            module=r"recbole\.data\.")
+    warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.GradScaler", category=FutureWarning,
+                            module=r"recbole\.trainer\.")
     chained = getattr(pandas.errors, "ChainedAssignmentError", None)
     if chained is not None:  # RecBole's no-op fillna: handled by the pandas view above
         warnings.filterwarnings("ignore", category=chained, module=r"recbole\.data\.dataset")

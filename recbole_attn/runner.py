@@ -33,20 +33,12 @@ from recbole_attn.data.rows import attach_seen_filters
 from recbole_attn.data.checks import check_dataset_files
 from recbole_attn.errors import RunFailed, UsageError
 from recbole_attn.hooks import TrainerHook, build_hooked_trainer
+from recbole_attn.logs import run_log, summary_logger
 from recbole_attn.models.base import AttnSequentialRecommender
 from recbole_attn.results import machine, unique_results_path, versions, write_json_atomic
 from recbole_attn.trainer import AttnTrainer, NonFiniteLossError
 
 logger = logging.getLogger(__name__)
-
-
-def _configure_logging(level: str) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        root.addHandler(handler)
-    root.setLevel(getattr(logging, str(level).upper(), logging.INFO))
 
 
 def build_trainer(config: AttnConfig, model: Any, hooks: Sequence[TrainerHook] = ()) -> Any:
@@ -124,8 +116,8 @@ def _run_process(
 def _run_config(
     config: AttnConfig, began: float, write_results: bool, extra_hooks: Sequence[TrainerHook] = ()
 ) -> dict[str, Any]:
-    """The experiment :func:`run` describes, in this process."""
-    _configure_logging(config["state"])
+    """The experiment :func:`run` describes, in this process: every cheap
+    check first (nothing is written when one fails), then the run, logged."""
     check_writable_dir(config["checkpoint_dir"], "checkpoint_dir")
     if write_results:
         check_writable_dir(config["output_dir"], "output_dir")
@@ -133,9 +125,18 @@ def _run_config(
     resume = config["resume"]
     if resume not in (None, "", False) and str(resume).lower() != "auto":
         load_checkpoint(str(resume))  # a missing or unreadable file fails before the data is read
+    with run_log(config) as log_file:
+        summary_logger.info(config)
+        return _experiment(config, began, write_results, extra_hooks, log_file)
+
+
+def _experiment(
+    config: AttnConfig, began: float, write_results: bool, extra_hooks: Sequence[TrainerHook], log_file: Any
+) -> dict[str, Any]:
     init_seed(config["seed"], config["reproducibility"])
 
     data = _create_dataset(config)
+    summary_logger.info(data)
     interactions = data.inter_num  # before data_preparation: it rewrites data into prefix rows in place
     train_data, valid_data, test_data = _prepare_splits(config, data)
     if config["filter_seen"]:
@@ -216,6 +217,7 @@ def _run_config(
         },
         "checkpoint": trainer.saved_model_file,
         "last_checkpoint": last.path,
+        "log_file": str(log_file) if log_file else None,
         "resumed_from": resume_file,
         "world_size": distributed.world_size(),
         "config": plain_data(config.final_config_dict),

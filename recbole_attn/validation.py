@@ -220,6 +220,9 @@ def validate_settings(settings: Mapping[str, Any]) -> None:
             check(key, value)
     if "metrics" in settings and "topk" in settings:
         check_valid_metric(settings)
+    hidden, heads = settings.get("hidden_size"), settings.get("n_heads")
+    if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 and hidden % heads:
+        raise UsageError(f"hidden_size {hidden} must be divisible by n_heads {heads}")
 
 
 def declared_keys(files: Iterable[Path]) -> set[str]:

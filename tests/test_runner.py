@@ -123,3 +123,27 @@ def test_budget_leaves_whole_epochs_whole(pattern_root):
                               config_dict={**FAST, "time_budget": 3600, "data_path": str(pattern_root)})
     assert not result["stopped_by_budget"] and result["epochs_trained"] == result["epochs_run"] == 2
     assert all(entry["epoch_fraction"] == 1.0 and "batches" not in entry for entry in result["curve"])
+
+
+def test_a_run_logs_as_recbole_does_without_colour_codes_off_a_terminal(pattern_root, capfd):
+    settings = [f"--{key}={value}" for key, value in {**FAST, "epochs": 1, "state": "INFO"}.items()]
+    assert main(["--model=GRU4Rec", "--dataset=pattern", f"--data_path={pattern_root}", *settings]) == 0
+    err = capfd.readouterr().err
+    [log] = Path("log/GRU4Rec").glob("GRU4Rec-pattern-*.log")
+    text = log.read_text()
+    assert "General Hyper Parameters" in text and "The number of users: 301" in text  # config and data summaries
+    assert "\x1b[" not in text and "\x1b[" not in err and "epoch 0 training" in err
+    assert "General Hyper Parameters" not in err  # the summaries are for the file
+    assert [p.name for p in Path("log_tensorboard").iterdir()] == [log.stem]  # named after model and dataset
+    [results] = Path("results").glob("*.json")
+    assert json.loads(results.read_text())["log_file"] == str(log)
+
+
+@pytest.mark.slow
+def test_recboles_warnings_are_silenced_at_their_source(pattern_root, tmp_path):
+    """torch's "NumPy array is not writable" and the GradScaler deprecation,
+    which a plain RecBole run prints (filtered in recbole_attn.compat)."""
+    done = subprocess.run([sys.executable, str(RUN_PY), "--model=GRU4Rec", "--dataset=pattern",
+                           f"--data_path={pattern_root}", "--epochs=1", "--state=WARNING", "--show_progress=False"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr[-2000:]

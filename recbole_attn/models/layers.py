@@ -187,7 +187,7 @@ class CausalSelfAttention(nn.Module):
 
 def select_positions(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """(B, L, H) at one position per row, (B,) -> (B, 1, H)."""
-    return x[torch.arange(len(x), device=x.device), index][:, None]
+    return x.gather(1, index[:, None, None].expand(-1, 1, x.shape[-1]))  # no batch-size constant (ONNX)
 
 
 class TransformerBlock(nn.Module):
