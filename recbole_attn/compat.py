@@ -59,8 +59,8 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
-from recbole_attn.distributed import is_rank_zero
 from recbole_attn.serialization import atomic_torch_save, plain_data
 
 #: numpy names removed in numpy 1.24/2.0 that RecBole 1.2.1 still spells.
@@ -133,7 +133,7 @@ def _no_global_numpy_aliases(self: Any) -> None:
 
 def _save_plain_checkpoint(self: Any, epoch: int, verbose: bool = True, **kwargs: Any) -> None:
     """``Trainer._save_checkpoint`` that stores only plain data, atomically."""
-    if not is_rank_zero():  # RecBole checks local_rank: one writer per machine, not per run
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:  # RecBole: one writer per machine
         return
     saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
     state = {

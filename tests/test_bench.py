@@ -68,6 +68,17 @@ def test_markdown_table_sorts_flags_and_formats():
     assert "| 2,048 |" in report.markdown_table([fake_row("AttnSeq", 0.1, peak_cuda_mb=2048.0)])
 
 
+def test_beyond_accuracy_metrics_get_columns_when_computed():
+    assert "ItemCoverage" not in report.markdown_table(fake_rows())
+    row = fake_row("AttnSeq", 0.1)
+    row["test"].update({"itemcoverage@10": 0.4321, "giniindex@10": 0.75})
+    table = report.markdown_table([row, fake_row("GRU4Rec", 0.05)])
+    header = table.splitlines()[0]
+    assert "| test MRR@10 | test ItemCoverage@10 | test GiniIndex@10 | best valid NDCG@10 |" in header
+    first, second = table_lines(table)
+    assert "| 0.1000 | 0.4321 | 0.7500 | 0.1000 |" in first and "| 0.0500 | - | - | 0.0500 |" in second
+
+
 def test_long_error_is_cut_to_one_table_cell():
     row = {"label": "X", "model": "X", "status": "error", "error": "E" * 500}
     [line] = table_lines(report.markdown_table([row]))

@@ -318,3 +318,14 @@ def test_every_evaluation_mode_works_with_our_options(small_pattern, model, mode
     result = recbole_attn.run(model, "pattern", config_dict=settings, write_results=False)
     for part in ("best_valid", "test"):
         assert 0 <= result[part]["ndcg@10"] <= 1 and 0 <= result[part]["hit@10"] <= 1
+
+
+def test_beyond_accuracy_metrics_of_item_chunks_equal_recboles_score_matrix(pattern_root):
+    import recbole_attn
+
+    settings = {"epochs": 1, "state": "WARNING", "show_progress": False, "data_path": str(pattern_root),
+                "metrics": ["NDCG", *BEYOND_ACCURACY], "topk": [5, 10], "valid_metric": "NDCG@10"}
+    chunked, full = (recbole_attn.run("AttnSeq", "pattern", write_results=False,
+                                      config_dict={**settings, "eval_item_chunk_size": chunk})["test"]
+                     for chunk in (7, 0))
+    assert chunked == full and len(full) == 12

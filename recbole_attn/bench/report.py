@@ -113,11 +113,22 @@ COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
 )
 
 
+#: Beyond-accuracy metrics (``--metrics="[..., 'ItemCoverage']"``), shown at @10 when a row has them.
+BEYOND_ACCURACY = {"itemcoverage": "ItemCoverage", "averagepopularity": "AveragePopularity",
+                   "giniindex": "GiniIndex", "shannonentropy": "ShannonEntropy", "tailpercentage": "TailPercentage"}
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """Rows sorted by test NDCG@10, numbered; the GPU column only when a row has one."""
+    """Rows sorted by test NDCG@10, numbered; the GPU column only when a row
+    has one, beyond-accuracy columns only when a row computed them."""
     flats = [flat_row(row) for row in sort_rows(rows)]
     on_gpu = any(flat["peak_cuda_mb"] is not None for flat in flats)
-    columns = [column for column in COLUMNS if column[0] != "peak GPU MB" or on_gpu]
+    beyond = [(f"test {name}@10", _field(f"test_{key}@10", format_metric)) for key, name in BEYOND_ACCURACY.items()
+              if any(flat.get(f"test_{key}@10") is not None for flat in flats)]
+    accuracy = [column for column in COLUMNS if column[0].startswith("test ")]
+    others = [column for column in COLUMNS
+              if not column[0].startswith("test ") and (column[0] != "peak GPU MB" or on_gpu)]
+    columns = others[:2] + accuracy + beyond + others[2:]
     lines = ["| # | " + " | ".join(header for header, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for rank, flat in enumerate(flats, 1):
         lines.append(f"| {rank} | " + " | ".join(cell(flat) for _, cell in columns) + " |")
