@@ -329,3 +329,23 @@ def test_beyond_accuracy_metrics_of_item_chunks_equal_recboles_score_matrix(patt
                                       config_dict={**settings, "eval_item_chunk_size": chunk})["test"]
                      for chunk in (7, 0))
     assert chunked == full and len(full) == 12
+
+
+@pytest.mark.parametrize("model_name", ["AttnSeq", "AttnRNN"])
+def test_predict_encodes_each_distinct_history_once_and_scores_every_row(model_name):
+    model = synthetic_model(model_name, 50, MAX_ITEM_LIST_LENGTH=8).eval()
+    generator = torch.Generator().manual_seed(0)
+    histories = torch.randint(1, 50, (3, 8), generator=generator)
+    histories[0, 5:] = 0
+    lengths = torch.tensor([5, 8, 8])
+    rows = torch.tensor([2, 0, 0, 1, 2, 0])  # as sampled evaluation repeats them, in any order
+    items = torch.randint(1, 50, (6,), generator=generator)
+    batch = Interaction({model.ITEM_SEQ: histories[rows], model.ITEM_SEQ_LEN: lengths[rows], model.ITEM_ID: items})
+    embedded = []  # shapes the item table is looked up with: histories, then candidate items
+    handle = model.item_embedding.register_forward_hook(lambda module, args, out: embedded.append(args[0].shape))
+    with torch.no_grad():
+        scores = model.predict(batch)
+        handle.remove()
+        expected = (model(histories[rows], lengths[rows]) * model.item_embedding(items)).sum(-1)
+    assert (3, 8) in embedded and (6, 8) not in embedded  # three distinct histories encoded, not six
+    torch.testing.assert_close(scores, expected)

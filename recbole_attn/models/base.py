@@ -149,7 +149,14 @@ class AttnSequentialRecommender(SequentialRecommender):
         return self._loss(self.forward(item_seq, item_seq_len), interaction[self.POS_ITEM_ID], negatives)
 
     def predict(self, interaction: Any) -> torch.Tensor:
-        hidden = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        """Scores of (history, item) rows. Sampled evaluation (``uni100``)
+        repeats each history once per candidate item: each distinct history
+        is encoded once, so it costs about what full ranking does."""
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        histories, row_history = torch.unique(item_seq, dim=0, return_inverse=True)
+        lengths = torch.zeros(len(histories), dtype=item_seq_len.dtype, device=item_seq_len.device)
+        lengths.scatter_(0, row_history, item_seq_len)  # a history's rows share its length
+        hidden = self.forward(histories, lengths)[row_history]
         return (hidden * self.item_embedding(interaction[self.ITEM_ID])).sum(-1)
 
     def full_sort_scorer(self, interaction: Any) -> Callable[[int, int], torch.Tensor]:
