@@ -98,6 +98,8 @@ def test_document_names_protocol_and_what_differs():
     text = report.markdown_document(fake_record(rows))
     assert "budget 600 s of fitting, at most 200 epochs; seed 2020, MAX_ITEM_LIST_LENGTH 50" in text
     assert "Not identical" not in text
+    rows[0]["result"]["config"].pop("hidden_size")  # a model without the key is no difference
+    assert "Not identical" not in report.markdown_document(fake_record(rows))
     rows[0]["result"]["config"]["MAX_ITEM_LIST_LENGTH"] = 20
     text = report.markdown_document(fake_record(rows))
     assert "**Not identical across rows: MAX_ITEM_LIST_LENGTH**" in text

@@ -141,9 +141,10 @@ def protocol(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
     configs = [row["result"]["config"] for row in rows if row.get("result")]
     if not configs:
         return {}, []
-    shared = {key: configs[0].get(key) for key in PROTOCOL_KEYS}
-    differing = [key for key in PROTOCOL_KEYS
-                 if len({json.dumps(config.get(key), sort_keys=True, default=str) for config in configs}) > 1]
+    # a key counts among the rows whose model has it (SASRec has no embedding_size)
+    shared = {key: next((config[key] for config in configs if key in config), None) for key in PROTOCOL_KEYS}
+    differing = [key for key in PROTOCOL_KEYS if len({json.dumps(config[key], sort_keys=True, default=str)
+                                                      for config in configs if key in config}) > 1]
     return shared, differing
 
 
