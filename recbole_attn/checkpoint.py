@@ -2,9 +2,9 @@
 
 Two files per run, both written atomically (temp file + rename):
 
-* the **best** model, RecBole's ``saved_model_file`` (``saved/<Model>-<time>.pth``),
+* the **best** model, RecBole's ``saved_model_file`` (``saved/<Model>-<time>-<tag>.pth``),
   rewritten whenever validation improves; the test reloads it;
-* the **last** checkpoint, ``saved/<Model>-<time>-last.pth``, holding
+* the **last** checkpoint, ``saved/<Model>-<time>-<tag>-last.pth``, holding
   everything needed to go on as if the process had never stopped: weights,
   optimizer, epoch, early-stopping state, best result so far, the RNG states
   of torch (CPU and CUDA), numpy and ``random``, the training loader's own
@@ -53,6 +53,8 @@ REQUIRED_KEYS = ("config", "state_dict")
 UNFINGERPRINTED_KEYS = frozenset({
     "resume", "epochs", "time_budget", "data_path", "checkpoint_dir", "output_dir", "config_files",
     "state", "show_progress", "strict_keys", "log_wandb", "wandb_project", "ip", "port", "local_rank",
+    # which device and machine a process runs on (they differ between the processes of one DDP run)
+    "device", "gpu_id", "use_gpu", "offset", "verbose", "single_spec",
 })
 
 

@@ -4,8 +4,8 @@
 ``train`` is the default: ``--model=NAME --dataset=NAME [--key=value ...]``,
 as RecBole's ``run_recbole.py``: ``--model``, ``--dataset`` and
 ``--config_files`` (comma- or space-separated) are ours; every other
-``--key=value`` overrides a config key. ``recommend`` and ``explain`` serve a
-trained checkpoint, ``bench`` runs :mod:`recbole_attn.bench`. Exit codes: 0
+``--key=value`` overrides a config key. ``recommend``, ``explain`` and
+``export`` serve a trained checkpoint, ``bench`` runs :mod:`recbole_attn.bench`. Exit codes: 0
 success, 2 bad input (one line on stderr, no results file), 1 any other failure.
 """
 from __future__ import annotations
@@ -131,7 +131,7 @@ def _split(text: str) -> list[str]:
 
 
 def serve_main(argv: Sequence[str]) -> int:
-    """``run.py recommend|explain ...``; :func:`main` turns a
+    """``run.py recommend|explain|export ...``; :func:`main` turns a
     :class:`UsageError` into exit code 2 and any other failure into 1."""
     from recbole_attn.serve import explain, format_explanation, format_recommendations, load, recommend
 

@@ -157,7 +157,8 @@ class AttnConfig(Config):
         return SafeYamlLoader  # RecBole's FullLoader builds Python objects from tags
 
     def _convert_config_dict(self, config_dict: dict[str, Any]) -> dict[str, Any]:
-        return parse_values(config_dict)  # RecBole's eval()s every string
+        # RecBole's eval()s every string; its two callers are overridden too, any other stays safe
+        return parse_values(config_dict)
 
     def _load_config_files(self, file_list: Sequence[str] | None) -> dict[str, Any]:
         settings: dict[str, Any] = {}

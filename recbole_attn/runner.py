@@ -93,7 +93,7 @@ def run(
         return _run_config(config, began, write_results, hooks)
     if hooks:
         raise UsageError("hooks run in the calling process only; a multi-process run (nproc > 1) takes none")
-    check_dataset_files(config)  # a bad dataset fails here, once, before any process starts
+    check_dataset_files(config)  # a bad dataset fails here, before any process starts
     return distributed.spawn(launch, _run_process, model, dataset, config_files, config_dict, cmd_args,
                              write_results=write_results)
 

@@ -2,8 +2,9 @@
 
 * ``train_mode: all_positions`` swaps RecBole's prefix rows for
   :class:`~recbole_attn.data.rows.AllPositionsLoader` (same split, same items);
-* the epoch loss accumulates on the device and is read once per epoch, not
-  once per batch (RecBole's ``loss.item()`` syncs the GPU every step);
+* the epoch loss accumulates on the device and is read every
+  ``NONFINITE_CHECK_STEPS`` steps and at the epoch's end, not after every
+  batch (RecBole's ``loss.item()`` syncs the GPU every step);
 * bf16 autocast on CUDA when ``enable_amp`` (no GradScaler needed for bf16);
   optional ``torch.compile``;
 * a non-finite loss stops training with a message naming the epoch and the

@@ -110,7 +110,8 @@ def metrics(key: str, value: Any) -> None:
 
 _EVAL_MODE = re.compile(r"full|labeled|(uni|pop)[1-9][0-9]*")
 _SPLIT_LS = ("valid_and_test", "valid_only", "test_only")
-_INTERVAL = re.compile(r"^[\[(]\s*-?(\d+(\.\d*)?|inf)\s*,\s*-?(\d+(\.\d*)?|inf)\s*[\])]$")
+_ONE_INTERVAL = r"\s*[\[(]\s*-?(\d+(\.\d*)?|inf)\s*,\s*-?(\d+(\.\d*)?|inf)\s*[\])]\s*"
+_INTERVAL = re.compile(rf"^{_ONE_INTERVAL}(;{_ONE_INTERVAL})*$")  # RecBole joins several with ';'
 
 
 def eval_args(key: str, value: Any) -> None:
@@ -149,7 +150,7 @@ def optional_mapping(key: str, value: Any) -> None:
 
 
 def interval(key: str, value: Any) -> None:
-    """RecBole's filter intervals, e.g. ``[5,inf)``."""
+    """RecBole's filter intervals, e.g. ``[5,inf)`` or ``(0,1];[3,4)``."""
     if value is not None and not (isinstance(value, str) and _INTERVAL.match(value)):
         raise _fail(key, value, "an interval such as '[5,inf)' or None")
 

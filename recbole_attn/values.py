@@ -4,9 +4,11 @@ overrides) and the one YAML reader for property files.
 
 RecBole's ``Config`` runs ``eval()`` on every string value, so
 ``--note=__import__('os').system(...)`` would run. Here a value is a Python
-literal (``5``, ``1e-3``, ``[5, 10]``, ``{'mode': 'full'}``), one of
-``true/false/none/null/~/inf/-inf/nan`` in any case, or else the plain
-string it was given.
+literal (``5``, ``1e-3``, ``[5, 10]``, ``{'mode': 'full'}``, ``None``), one
+of ``true/false/null/~/inf/-inf/nan`` in any case, or else the plain string
+it was given. Lower-case ``none`` stays the string ``"none"``, as in
+RecBole, where it is a choice of some options (``attention_type``,
+``hidden_act``).
 """
 from __future__ import annotations
 

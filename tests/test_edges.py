@@ -354,3 +354,14 @@ def test_a_nan_loss_stops_training_within_the_check_interval(pattern_root, monke
     with pytest.raises(NonFiniteLossError, match=f"epoch 0 by step {NONFINITE_CHECK_STEPS}"):
         recbole_attn.run("AttnSeq", "pattern", config_dict=settings, write_results=False)
     assert len(steps) == NONFINITE_CHECK_STEPS  # an epoch here has 75 steps
+
+
+def test_recboles_interval_forms_are_accepted():
+    config = AttnConfig("AttnSeq", "ml-100k", cmd_args=["--user_inter_num_interval=(0,1];[3,inf)"])
+    assert config["user_inter_num_interval"] == "(0,1];[3,inf)"
+
+
+def test_explain_refuses_one_string_as_a_history(trained):
+    loaded = recbole_attn.load(trained["checkpoint"])
+    with pytest.raises(UsageError, match="history must be a list of item tokens"):
+        recbole_attn.explain(loaded, history="50")

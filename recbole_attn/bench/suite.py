@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from recbole_attn import registry
 from recbole_attn.bench import measure, plots, report
@@ -25,6 +24,7 @@ from recbole_attn.config import AttnConfig, known_keys, parse_cmd_args
 from recbole_attn.data.checks import check_dataset_files
 from recbole_attn.errors import UsageError
 from recbole_attn.results import machine, versions
+from recbole_attn.values import parse_values, read_yaml_file
 
 DEFAULT_MODELS = ("AttnSeq", "AttnRNN", "SASRec", "GRU4Rec", "NARM", "STAMP", "BERT4Rec", "Caser",
                   "LightSANs", "CORE")
@@ -89,17 +89,9 @@ def user_settings(config_files: Sequence[str], overrides: dict[str, str]) -> dic
     for file in config_files:
         if not os.path.isfile(file):
             raise UsageError(f"config file {file!r} does not exist")
-        with open(file) as source:
-            settings.update(yaml.safe_load(source) or {})
-    settings.update({key: _yaml_value(value) for key, value in overrides.items()})
+        settings.update(read_yaml_file(file))
+    settings.update(parse_values(overrides))
     return settings
-
-
-def _yaml_value(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text  # RecBole's own parsing of the value decides
 
 
 def plan_rows(

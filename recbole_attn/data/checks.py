@@ -26,11 +26,6 @@ def recbole_downloadable() -> set[str]:
     return set(yaml.safe_load(url_file.read_text()) or {})
 
 
-def atomic_header(path: Path, separator: str = "\t", encoding: str = "utf-8") -> list[str]:
-    """Field names (without ``:type``) of an atomic file's header line."""
-    return [name for name, _ in typed_header(path, separator, encoding)]
-
-
 def typed_header(path: Path, separator: str = "\t", encoding: str = "utf-8") -> list[tuple[str, str]]:
     """``(name, type)`` of each column of an atomic file's header line."""
     try:
@@ -76,8 +71,8 @@ def check_atomic_file(path: Path, config: Any, source: str, required: Iterable[s
     if not columns:
         return
     try:  # every column, so that a row with too many fields fails here as it does in RecBole
-        frame = pd.read_csv(path, sep=separator, header=0, dtype=str, keep_default_na=False,
-                            encoding=encoding, engine="c")
+        frame = pd.read_csv(path, sep=separator, header=0, dtype=str, keep_default_na=False, encoding=encoding,
+                            engine="c" if len(separator) == 1 else "python")  # RecBole: a longer one is a regex
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
         raise UsageError(f"{path}: cannot be read ({' '.join(str(error).split())[:200]})") from None
     frame = frame[[f"{name}:{kind}" for name, kind in columns]].fillna("")

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import recbole
 import torch
-import yaml
-from recbole.config import Config
+
+from recbole_attn.values import read_yaml_file
 
 ML100K_DIR = Path(recbole.__file__).parent / "dataset_example" / "ml-100k"
 
@@ -98,8 +98,6 @@ def synthetic_model(model: str | type, n_items: int, **settings: object) -> torc
         USER_ID_FIELD="user_id", ITEM_ID_FIELD="item_id", LIST_SUFFIX="_list",
         ITEM_LIST_LENGTH_FIELD="item_length", NEG_PREFIX="neg_", MAX_ITEM_LIST_LENGTH=50, device="cpu",
     )
-    loader = Config._build_yaml_loader(None)  # RecBole's YAML reading (``1e-8`` is a float)
-    properties = Path(getattr(model_class, "properties_file"))
-    config.update(yaml.load(properties.read_text(), Loader=loader) or {})
+    config.update(read_yaml_file(Path(getattr(model_class, "properties_file"))))
     config.update(settings)
     return model_class(config, SyntheticCatalog(n_items))

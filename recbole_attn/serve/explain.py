@@ -57,6 +57,8 @@ def explain(
         ) from None
     if (history is None) == (user is None):
         raise UsageError("give either a history (list of item tokens) or a user, not both")
+    if isinstance(history, (str, bytes)):
+        raise UsageError("history must be a list of item tokens (e.g. ['50', '172']), not one string")
     if user is not None:
         queries = resolve_queries(loaded, [user], None, on_unknown)
     else:

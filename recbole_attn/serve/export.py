@@ -77,12 +77,12 @@ def export_model(loaded: LoadedModel, out_dir: str | os.PathLike, fmt: str = "on
         np.save(staging / "items.npy", table.weight.detach().float().cpu().numpy())
         (staging / "item_tokens.txt").write_text("\n".join(str(token) for token in loaded.item_tokens) + "\n")
         (staging / "manifest.json").write_text(json.dumps(_manifest(loaded, table), indent=2))
-        loaded.model.to(loaded.device)
         os.rename(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        loaded.model.to(loaded.device)
         raise
+    finally:
+        loaded.model.to(loaded.device)
     return target
 
 

@@ -2,7 +2,7 @@
 
 AttnSeq: one panel per layer and head (rows = layers, columns = heads), each
 the causal attention matrix over the history: query position down, attended
-item across. AttnRNN: one row of pooling weights. Items are labelled by title
+item across. AttnRNN: one panel, its causal pooling weights. Items are labelled by title
 where the dataset has one. Drawn with matplotlib's object API (no pyplot, no
 global backend change), so it works headless.
 """
