@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,9 +21,10 @@ FAST = ["--epochs=1", "--state=WARNING", "--show_progress=False", "--MAX_ITEM_LI
 @pytest.fixture(scope="module")
 def plugin_env(tmp_path_factory) -> dict[str, str]:
     """An environment whose Python sees the plugin, installed with pip into a folder of its own."""
-    target = tmp_path_factory.mktemp("site")
+    target, source = tmp_path_factory.mktemp("site"), tmp_path_factory.mktemp("src") / "plugin"
+    shutil.copytree(PLUGIN, source)  # pip builds in the source tree: keep the checkout clean
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-                    str(PLUGIN)], check=True, capture_output=True, text=True)
+                    str(source)], check=True, capture_output=True, text=True)
     assert list(target.glob("attn_pool_plugin-*.dist-info"))  # the entry point travels in its metadata
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
 
