@@ -37,7 +37,7 @@ from recbole.config import Config
 from recbole.utils import InputType, ModelType
 
 from recbole_attn import distributed, registry
-from recbole_attn.errors import UsageError, check_choice, check_positive, check_probability
+from recbole_attn.errors import UsageError, check_choice
 from recbole_attn.evaluation import CHUNK_SIZE_KEY, check_chunk_size
 from recbole_attn.validation import (
     CODE_ONLY_KEYS,
@@ -244,6 +244,4 @@ class AttnConfig(Config):
         if self.model_class.type == ModelType.SEQUENTIAL and order not in (None, "TO"):
             raise UsageError(f"eval_args order {order!r} does not fit a sequential model, whose histories "
                              f"are time-ordered: use 'TO'")
-        check_positive("nproc", final.get("nproc"))
         check_chunk_size(final.get(CHUNK_SIZE_KEY))
-        check_probability("window_overlap", final.get("window_overlap"))

@@ -18,7 +18,7 @@ from typing import Any
 
 import recbole
 
-from recbole_attn.errors import UsageError, check_choice
+from recbole_attn.errors import UsageError, check_choice, check_positive, check_probability
 from recbole_attn.values import read_yaml_file
 
 Check = Callable[[str, Any], None]
@@ -65,11 +65,6 @@ def number(minimum: float, strict: bool = False, optional: bool = False) -> Chec
 def boolean(key: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise _fail(key, value, "True or False")
-
-
-def probability(key: str, value: Any) -> None:
-    if not _is_number(value) or not 0 <= value < 1:
-        raise _fail(key, value, "a number in [0, 1)")
 
 
 def text(key: str, value: Any) -> None:
@@ -182,12 +177,14 @@ KEY_CHECKS: dict[str, Check] = {
     "clip_grad_norm": optional_mapping,
     "train_neg_sample_args": optional_mapping,
     "num_negatives": integer(0),
+    "nproc": check_positive,
+    "window_overlap": check_probability,
     "user_inter_num_interval": interval,
     "item_inter_num_interval": interval,
 }
 #: Checks by name pattern, for the model keys every model spells the same way.
 PATTERN_CHECKS: tuple[tuple[re.Pattern[str], Check], ...] = (
-    (re.compile(r".*dropout(_prob|_rate)?$"), probability),
+    (re.compile(r".*dropout(_prob|_rate)?$"), check_probability),
     (re.compile(r"(n_layers|n_heads|hidden_size|embedding_size|inner_size|num_layers)$"), integer(1)),
 )
 
