@@ -72,6 +72,7 @@ PROJECT_DEFAULTS: dict[str, Any] = {
     "eval_item_chunk_size": None,
     "window_overlap": 0.0,
     "strict_keys": False,
+    "save_user_ranks": False,
 }
 
 

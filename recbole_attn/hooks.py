@@ -46,6 +46,10 @@ class TrainerHook:
         """The evaluator the trainer computes metrics with (default: unchanged)."""
         return evaluator
 
+    def wrap_collector(self, collector: Any) -> Any:
+        """The collector the trainer gathers each evaluation's data with (default: unchanged)."""
+        return collector
+
     #: Whether metrics already cover every process's users, so RecBole's
     #: per-process averaging (``Trainer._map_reduce``) must not run.
     gathers_metrics = False
@@ -56,12 +60,14 @@ class HookedTrainer:
 
     hooks: list[TrainerHook]
     evaluator: Any
+    eval_collector: Any
 
     def __init__(self, config: Any, model: Any, hooks: Sequence[TrainerHook] = ()) -> None:
         super().__init__(config, model)  # type: ignore[call-arg]
         self.hooks = list(hooks)
         for hook in self.hooks:
             self.evaluator = hook.wrap_evaluator(self.evaluator)
+            self.eval_collector = hook.wrap_collector(self.eval_collector)
         for hook in self.hooks:
             hook.on_build(self)
 

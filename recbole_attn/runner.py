@@ -37,6 +37,7 @@ from recbole_attn.logs import run_log, summary_logger
 from recbole_attn.models.base import AttnSequentialRecommender
 from recbole_attn.results import machine, unique_results_path, versions, write_json_atomic
 from recbole_attn.trainer import AttnTrainer, NonFiniteLossError
+from recbole_attn.user_ranks import RANKS_SUFFIX, UserRanks, save_user_hits, user_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ def run(
     cmd_args: Sequence[str] = (),
     write_results: bool = True,
     hooks: Sequence[TrainerHook] = (),
+    test: bool = True,
 ) -> dict[str, Any]:
     """Train, validate and test ``model`` on ``dataset`` the RecBole way.
 
@@ -83,6 +85,8 @@ def run(
     saved as JSON under ``output_dir`` and its path is in ``results_file``.
     ``hooks``: more :class:`~recbole_attn.hooks.TrainerHook` for the trainer,
     after the run's own (one process only).
+    ``test=False``: the test split is dropped as soon as the data is split and
+    never evaluated (hyper-parameter search); ``test`` is then ``None``.
     ``nproc``/``world_size`` > 1: the processes are started here and this
     returns what rank 0 returned (see :mod:`recbole_attn.distributed`).
     """
@@ -90,12 +94,12 @@ def run(
     config = AttnConfig(model, dataset, config_files, config_dict, cmd_args)
     launch = distributed.plan(config)
     if launch is None:
-        return _run_config(config, began, write_results, hooks)
+        return _run_config(config, began, write_results, hooks, test)
     if hooks:
         raise UsageError("hooks run in the calling process only; a multi-process run (nproc > 1) takes none")
     check_dataset_files(config)  # a bad dataset fails here, before any process starts
     return distributed.spawn(launch, _run_process, model, dataset, config_files, config_dict, cmd_args,
-                             write_results=write_results)
+                             write_results=write_results, test=test)
 
 
 def _run_process(
@@ -106,15 +110,17 @@ def _run_process(
     cmd_args: Sequence[str],
     write_results: bool,
     overrides: dict[str, Any],
+    test: bool = True,
 ) -> dict[str, Any]:
     """One process of a multi-process run (``overrides``: its rank, the port)."""
     began = time.perf_counter()
     config = AttnConfig(model, dataset, config_files, config_dict, cmd_args, overrides=overrides)
-    return _run_config(config, began, write_results)
+    return _run_config(config, began, write_results, test=test)
 
 
 def _run_config(
-    config: AttnConfig, began: float, write_results: bool, extra_hooks: Sequence[TrainerHook] = ()
+    config: AttnConfig, began: float, write_results: bool, extra_hooks: Sequence[TrainerHook] = (),
+    test: bool = True,
 ) -> dict[str, Any]:
     """The experiment :func:`run` describes, in this process: every cheap
     check first (nothing is written when one fails), then the run, logged."""
@@ -127,11 +133,12 @@ def _run_config(
         load_checkpoint(str(resume))  # a missing or unreadable file fails before the data is read
     with run_log(config) as log_file:
         summary_logger.info(config)
-        return _experiment(config, began, write_results, extra_hooks, log_file)
+        return _experiment(config, began, write_results, extra_hooks, log_file, test)
 
 
 def _experiment(
-    config: AttnConfig, began: float, write_results: bool, extra_hooks: Sequence[TrainerHook], log_file: Any
+    config: AttnConfig, began: float, write_results: bool, extra_hooks: Sequence[TrainerHook], log_file: Any,
+    test: bool = True,
 ) -> dict[str, Any]:
     init_seed(config["seed"], config["reproducibility"])
 
@@ -139,12 +146,15 @@ def _experiment(
     summary_logger.info(data)
     interactions = data.inter_num  # before data_preparation: it rewrites data into prefix rows in place
     train_data, valid_data, test_data = _prepare_splits(config, data)
+    if not test:
+        test_data = None  # nothing below can read the test split
     if config["filter_seen"]:
         attach_seen_filters(train_data, valid_data, test_data)
     parallel = not config["single_spec"]
     if parallel:  # each user evaluated once, by one process
         distributed.shard_evaluation(valid_data)
-        distributed.shard_evaluation(test_data)
+        if test_data is not None:
+            distributed.shard_evaluation(test_data)
     data_seconds = time.perf_counter() - began
 
     init_seed(config["seed"] + distributed.rank(), config["reproducibility"])  # RecBole: + local_rank, per machine
@@ -153,8 +163,12 @@ def _experiment(
     logger.info(recommender)
     clock = EpochClock(config["time_budget"])
     last = LastCheckpoint(train_data, extra=lambda: {"curve": clock.curve})
+    ranks = UserRanks() if config["save_user_ranks"] and write_results and not parallel else None
+    if config["save_user_ranks"] and parallel:
+        logger.warning("save_user_ranks: per-user ranks are not saved for multi-process runs")
     # first = outermost: the last checkpoint is written outside the epoch clock
-    hooks = [last, clock, *extra_hooks, *([distributed.GatherMetrics()] if parallel else [])]
+    hooks = [last, clock, *extra_hooks, *([ranks] if ranks else []),
+             *([distributed.GatherMetrics()] if parallel else [])]
     trainer = build_trainer(config, recommender, hooks)
     resume_file = distributed.from_rank_zero(_resume_file(config))
     finished = False
@@ -183,10 +197,12 @@ def _experiment(
     fit_seconds = time.perf_counter() - fit_began
     distributed.barrier()  # rank 0 has finished writing the best model the test reloads
     test_began = time.perf_counter()
-    test = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
+    test_result = None
+    if test_data is not None:
+        test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
+        if not test_result:
+            raise RunFailed(f"the test of {config['model']} on {config['dataset']} gave no metrics")
     test_seconds = time.perf_counter() - test_began
-    if not test:
-        raise RunFailed(f"the test of {config['model']} on {config['dataset']} gave no metrics")
 
     result: dict[str, Any] = {
         "model": config["model"],
@@ -194,7 +210,7 @@ def _experiment(
         "best_valid_score": float(best_valid_score),
         "valid_metric": config["valid_metric"],
         "best_valid": plain_data(best_valid),
-        "test": plain_data(test),
+        "test": plain_data(test_result),
         "best_epoch": clock.best_epoch(config["valid_metric_bigger"]),
         "epochs_run": len(clock.curve),  # begun; the last one may be cut by the budget
         "epochs_trained": clock.epochs_trained(),
@@ -230,8 +246,13 @@ def _experiment(
         path = unique_results_path(config["output_dir"], f"{result['model']}-{result['dataset']}")
         result["results_file"] = str(path)
         try:
+            if ranks is not None and ranks.latest is not None:
+                result["ranks_file"] = str(path)[: -len(".json")] + RANKS_SUFFIX
+                save_user_hits(result["ranks_file"], ranks.latest, user_tokens(data, ranks.latest))
             write_json_atomic(path, result, exclusive=True)
         except OSError as error:
+            if result.get("ranks_file") and os.path.exists(result["ranks_file"]):
+                os.unlink(result["ranks_file"])  # no ranks without their results
             raise OSError(
                 error.errno,
                 f"could not write the results file {path} ({error.strerror or error}); nothing was "

@@ -168,6 +168,7 @@ KEY_CHECKS: dict[str, Check] = {
     "show_progress": boolean,
     "filter_seen": boolean,
     "strict_keys": boolean,
+    "save_user_ranks": boolean,
     "state": log_level,
     "checkpoint_dir": text,
     "output_dir": text,

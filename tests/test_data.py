@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from recbole.data import create_dataset, data_preparation
+from recbole.data.interaction import Interaction
 
 from recbole_attn.config import AttnConfig
 from recbole_attn.data.rows import (
@@ -149,3 +150,24 @@ def test_window_overlap_becomes_a_stride():
 def test_window_overlap_is_checked(ml100k_root, bad):
     with pytest.raises(UsageError, match=r"window_overlap must be a number in \[0, 1\)"):
         AttnConfig("AttnSeq", "ml-100k", config_dict={"data_path": str(ml100k_root), "window_overlap": bad})
+
+
+@pytest.mark.parametrize("model_name", ["AttnSeq", "AttnRNN"])
+def test_batches_are_cut_to_their_longest_window_without_changing_the_loss(pattern_root, model_name):
+    from recbole_attn import registry
+
+    config = AttnConfig(model_name, "pattern", config_dict={
+        "data_path": str(pattern_root), "state": "WARNING", "MAX_ITEM_LIST_LENGTH": 40, "train_batch_size": 64})
+    dataset = create_dataset(config)
+    train = data_preparation(config, dataset)[0]
+    torch.manual_seed(0)
+    model = registry.get_model_class(model_name)(config, train.dataset).eval()
+    batch = next(iter(AllPositionsLoader(config, train)))
+    seq_field, len_field = dataset.item_id_list_field, dataset.item_list_length_field
+    width = int(batch[len_field].max())
+    assert batch[seq_field].shape[1] == batch[TARGET_SEQ_FIELD].shape[1] == width < 40
+    padded = Interaction(dict(batch.interaction))  # the same rows at the configured width
+    for field in (seq_field, TARGET_SEQ_FIELD):
+        padded[field] = torch.nn.functional.pad(batch[field], (0, 40 - width))
+    with torch.no_grad():
+        torch.testing.assert_close(model.calculate_loss(batch), model.calculate_loss(padded))

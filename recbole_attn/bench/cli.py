@@ -28,6 +28,17 @@ def budget_seconds(text: str) -> float | None:
     return value
 
 
+def seed_list(text: str) -> tuple[int, ...]:
+    """``--seeds``: distinct integers, comma-separated."""
+    try:
+        seeds = tuple(int(part) for part in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be integers separated by commas, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be distinct and at least one, got {text!r}")
+    return seeds
+
+
 def parse_args(argv: Sequence[str], prog: str = "python -m recbole_attn.bench") -> tuple[argparse.Namespace, list[str]]:
     """The benchmark's own options, and the ``--key=value`` overrides left over."""
     from recbole_attn.bench.suite import DEFAULT_MODELS
@@ -55,6 +66,16 @@ def parse_args(argv: Sequence[str], prog: str = "python -m recbole_attn.bench") 
     parser.add_argument("--jobs", type=int, default=1,
                         help="models trained at once, one process each (a GPU with room for several; "
                              "times are then under shared load; default: %(default)s)")
+    parser.add_argument("--seeds", type=seed_list, default=(),
+                        help="comma-separated seeds: every model once per seed, tables show mean ± std "
+                             "(default: the configured seed, 2020)")
+    parser.add_argument("--reference", default=None,
+                        help="model every other is compared with, per user, with a paired bootstrap CI and "
+                             "Holm-corrected p-values (default: AttnSeq when it runs)")
+    parser.add_argument("--tune", type=int, default=0, metavar="N",
+                        help="N validation-only Optuna trials per model over its search space "
+                             "(properties/search/<Model>.yaml), then every seed with the best setting "
+                             "(default: 0, the models' defaults)")
     parser.add_argument("--in_process", action="store_true",
                         help="run models in this process, not one fresh process each "
                              "(peak RSS is then cumulative)")
@@ -64,7 +85,7 @@ def parse_args(argv: Sequence[str], prog: str = "python -m recbole_attn.bench") 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m recbole_attn.bench") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args, overrides = parse_args(argv, prog)
-    from recbole_attn.bench.report import markdown_table
+    from recbole_attn.bench.report import summary_table
     from recbole_attn.bench.suite import run_benchmark, split_list
 
     try:
@@ -73,12 +94,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m recbole_attn.
             attention_types=split_list(args.attention_types),
             budget=args.budget, epochs=args.epochs, output_dir=args.output_dir, data_path=args.data_path,
             config_files=split_list(args.config_files), overrides=overrides, isolated=not args.in_process,
-            command=shlex.join([*prog.split(), *argv]), jobs=args.jobs,
+            command=shlex.join([*prog.split(), *argv]), jobs=args.jobs, seeds=args.seeds,
+            reference=args.reference, tune=args.tune,
         )
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(markdown_table(record["rows"]))
+    print(summary_table(record))
     for kind, path in record["files"].items():
         print(f"{kind}: {path}")
     failed = [row["label"] for row in record["rows"] if row["status"] == "error"]

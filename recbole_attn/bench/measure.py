@@ -25,6 +25,7 @@ import torch
 
 from recbole_attn import runner
 from recbole_attn.hooks import Capture
+from recbole_attn.user_ranks import UserRanks, save_user_hits, user_tokens
 
 try:
     import resource
@@ -83,6 +84,7 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
     curve = valid_curve(result)
     best = max(curve, key=lambda point: point["valid_ndcg@10"]) if curve else None
     test_users = result["dataset_stats"]["users"] - 1  # id 0 is padding
+    test_seconds = times["test_seconds"] if result["test"] is not None else 0.0
     return {
         "status": "budget" if result["stopped_by_budget"] else "ok",
         "stopped_by_budget": result["stopped_by_budget"],
@@ -99,7 +101,7 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         "train_targets": result["train_targets"],
         "train_targets_per_second": result["train_targets"] / per_epoch if per_epoch > 0 else None,
         "test_users": test_users,
-        "eval_users_per_second": test_users / times["test_seconds"] if times["test_seconds"] > 0 else None,
+        "eval_users_per_second": test_users / test_seconds if test_seconds > 0 else None,
         "device": result["machine"]["device"],
     }
 
@@ -125,13 +127,20 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     rss_before = peak_rss_mb()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    row.update({key: spec[key] for key in ("seed", "settings") if key in spec})
+    test = spec.get("test", True)
     try:
-        captured = Capture()
+        captured, ranks = Capture(), UserRanks()
         result = runner.run(spec["model"], spec["dataset"], config_files=spec["config_files"],
                             config_dict=spec["config_dict"], cmd_args=spec["cmd_args"],
-                            write_results=False, hooks=[captured])
+                            write_results=False, hooks=[captured, ranks], test=test)
         row.update(summarize(result))
-        row.update(inference_throughput(captured))
+        if test:
+            row.update(inference_throughput(captured))
+        if test and spec.get("ranks_file") and ranks.latest is not None:
+            dataset = captured.eval_data.dataset
+            save_user_hits(spec["ranks_file"], ranks.latest, user_tokens(dataset, ranks.latest))
+            row["ranks_file"] = spec["ranks_file"]
         row["result"] = result
     except Exception as error:
         row.update(status="error", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())

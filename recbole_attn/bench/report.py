@@ -8,11 +8,15 @@ import io
 import json
 import math
 import os
+import re
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from recbole_attn.bench import significance
 from recbole_attn.results import unique_results_path, write_json_atomic, write_text_atomic
+from recbole_attn.user_ranks import UserHits, load_user_hits
 
 TABLE_FILES = ("json", "markdown", "csv")
 #: Config keys every row must share; the report names any that differ.
@@ -31,13 +35,31 @@ def output_paths(output_dir: str | os.PathLike, dataset: str) -> dict[str, Path]
     json_path = unique_results_path(output_dir, f"bench-{dataset}")
     stem = str(json_path)[: -len(".json")]
     return {"json": json_path, "markdown": Path(stem + ".md"), "csv": Path(stem + ".csv"),
-            "curves_png": Path(stem + "-curves.png"), "bars_png": Path(stem + "-bars.png")}
+            "curves_png": Path(stem + "-curves.png"), "bars_png": Path(stem + "-bars.png"),
+            "ranks": Path(stem + "-ranks")}
+
+
+def file_label(label: str) -> str:
+    """A row label as part of a file name: ``AttnRNN[general]`` -> ``AttnRNN_general``."""
+    return re.sub(r"[^\w.-]+", "_", label).strip("_")
+
+
+def comparisons(rows: list[dict[str, Any]], reference: str | None) -> list[dict[str, Any]]:
+    """Every model against ``reference`` from the rows' saved per-user hits
+    (:func:`recbole_attn.bench.significance.compare_all`); [] without a reference."""
+    if reference is None:
+        return []
+    runs: dict[str, dict[int, UserHits]] = {}
+    for row in rows:
+        if row.get("ranks_file") and os.path.isfile(row["ranks_file"]):
+            runs.setdefault(row["label"], {})[int(row["seed"])] = load_user_hits(row["ranks_file"])
+    return [comparison.as_dict() for comparison in significance.compare_all(runs, reference)]
 
 
 def flat_row(row: dict[str, Any]) -> dict[str, Any]:
     """One row as flat scalars: model, the :data:`SCALAR_FIELDS`, every test
     and best-valid metric, the error."""
-    flat = {"model": row["label"], "model_class": row["model"]}
+    flat = {"model": row["label"], "model_class": row["model"], "seed": row.get("seed")}
     flat.update({field: row.get(field) for field in SCALAR_FIELDS})
     flat.update({f"test_{metric}": value for metric, value in (row.get("test") or {}).items()})
     flat.update({f"valid_{metric}": value for metric, value in (row.get("best_valid") or {}).items()})
@@ -97,6 +119,7 @@ def _field(name: str, formatter: Callable[[Any], str]) -> Callable[[dict[str, An
 #: Markdown columns: header and how to show a flat row's cell.
 COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("model", lambda flat: flat["model"]),
+    ("seed", lambda flat: "-" if flat.get("seed") is None else str(flat["seed"])),
     ("status", format_status),
     ("test NDCG@10", _field("test_ndcg@10", format_metric)),
     ("test Recall@10", _field("test_recall@10", format_metric)),
@@ -126,12 +149,102 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     beyond = [(f"test {name}@10", _field(f"test_{key}@10", format_metric)) for key, name in BEYOND_ACCURACY.items()
               if any(flat.get(f"test_{key}@10") is not None for flat in flats)]
     accuracy = [column for column in COLUMNS if column[0].startswith("test ")]
-    others = [column for column in COLUMNS
-              if not column[0].startswith("test ") and (column[0] != "peak GPU MB" or on_gpu)]
-    columns = others[:2] + accuracy + beyond + others[2:]
+    seeded = any(flat["seed"] is not None for flat in flats)
+    others = [column for column in COLUMNS if not column[0].startswith("test ")
+              and (column[0] != "peak GPU MB" or on_gpu) and (column[0] != "seed" or seeded)]
+    leading = 3 if seeded else 2  # model (seed) status, then the metrics
+    columns = others[:leading] + accuracy + beyond + others[leading:]
     lines = ["| # | " + " | ".join(header for header, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for rank, flat in enumerate(flats, 1):
         lines.append(f"| {rank} | " + " | ".join(cell(flat) for _, cell in columns) + " |")
+    return "\n".join(lines)
+
+
+#: Published full-ranking test results on exactly the files of ``../shared/data``
+#: (``filter_seen: True``): shown beside a dataset's table as anchors.
+PUBLISHED: dict[str, list[tuple[str, dict[str, float]]]] = {
+    "amazon-beauty": [("ICLRec (Chen et al., WWW 2022)", {"ndcg@10": 0.0403, "hit@10": 0.0744})],
+    "amazon-sports": [("ICLRec (Chen et al., WWW 2022)", {"ndcg@10": 0.0238, "hit@10": 0.0437})],
+    "amazon-toys": [("ICLRec (Chen et al., WWW 2022)", {"ndcg@10": 0.0480, "hit@10": 0.0834})],
+}
+
+
+def mean_std(values: list[float]) -> str:
+    """``0.0412 ± 0.0007`` (sample std), or the one value."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return format_metric(values[0])
+    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def _mean(values: list[Any]) -> float | None:
+    present = [value for value in values if not _missing(value)]
+    return statistics.fmean(present) if present else None
+
+
+def format_settings(settings: dict[str, Any] | None) -> str:
+    if not settings:
+        return "defaults"
+    return ", ".join(f"{key}={value:.2g}" if isinstance(value, float) else f"{key}={value}"
+                     for key, value in settings.items())
+
+
+def format_comparison(comparison: dict[str, Any] | None, reference: str | None, label: str) -> tuple[str, str]:
+    """(difference with its CI, Holm p-value with a mark) of one model."""
+    if label == reference:
+        return "reference", "-"
+    if comparison is None:
+        return "-", "-"
+    difference = (f"{comparison['mean_difference']:+.4f} "
+                  f"[{comparison['ci_low']:+.4f}, {comparison['ci_high']:+.4f}]")
+    p_value = comparison["p_holm"]
+    text = f"{p_value:.2g}" if p_value >= 1e-4 else "<1e-4"
+    return difference, f"**{text}**" if comparison["significant"] else text
+
+
+def summary_table(record: dict[str, Any]) -> str:
+    """One line per model over its seeds: settings, test NDCG@10 and HR@10
+    mean ± std, the difference in per-user NDCG@10 to the reference with its
+    bootstrap CI and Holm-corrected p (bold: significant), s/epoch, s to best."""
+    reference = record.get("reference")
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for row in record["rows"]:
+        by_label.setdefault(row["label"], []).append(row)
+    found = {c["model"]: c for c in record.get("comparisons") or []}
+    lines = [
+        f"| model | settings | runs | test NDCG@10 | test HR@10 | Δ NDCG@10 vs {reference or '-'} [95% CI] "
+        "| p (Holm) | s/epoch | s to best | epochs (best) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    entries = []
+    for label, rows in by_label.items():
+        done = [row for row in rows if row.get("test")]
+        ndcg = [row["test"]["ndcg@10"] for row in done]
+        entries.append((-(statistics.fmean(ndcg)) if ndcg else math.inf, label, rows, done, ndcg))
+    for _, label, rows, done, ndcg in sorted(entries, key=lambda entry: entry[0]):
+        budget = sum(row.get("status") == "budget" for row in rows)
+        failed = len(rows) - len(done)
+        runs = f"{len(done)}" + (f", {budget} budget-stopped" if budget else "") + (f", {failed} failed" if failed else "")
+        difference, p_value = format_comparison(found.get(label), reference, label)
+        settings = (record.get("tuning") or {}).get(label, {}).get("best") or rows[0].get("settings")
+        epochs = [f"{row['epochs_run']} ({row['best_epoch']})" for row in done]
+        lines.append(" | ".join([
+            f"| {label}", format_settings(settings), runs, mean_std(ndcg),
+            mean_std([row["test"]["hit@10"] for row in done if "hit@10" in row["test"]]), difference, p_value,
+            format_seconds(_mean([row.get("train_seconds_per_epoch") for row in done])),
+            format_seconds(_mean([row.get("seconds_to_best") for row in done])), ", ".join(epochs) or "-",
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def published_table(dataset: str) -> str:
+    """The published anchors of ``dataset`` as a Markdown table ("" if none)."""
+    anchors = PUBLISHED.get(dataset)
+    if not anchors:
+        return ""
+    lines = ["| published | test NDCG@10 | test HR@10 |", "|---|---|---|"]
+    lines += [f"| {name} | {numbers['ndcg@10']:.4f} | {numbers['hit@10']:.4f} |" for name, numbers in anchors]
     return "\n".join(lines)
 
 
@@ -143,8 +256,8 @@ def protocol(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
         return {}, []
     # a key counts among the rows whose model has it (SASRec has no embedding_size)
     shared = {key: next((config[key] for config in configs if key in config), None) for key in PROTOCOL_KEYS}
-    differing = [key for key in PROTOCOL_KEYS if len({json.dumps(config[key], sort_keys=True, default=str)
-                                                      for config in configs if key in config}) > 1]
+    differing = [key for key in PROTOCOL_KEYS if key != "seed" and len({
+        json.dumps(config[key], sort_keys=True, default=str) for config in configs if key in config}) > 1]
     return shared, differing
 
 
@@ -175,7 +288,30 @@ def markdown_document(record: dict[str, Any]) -> str:
     if differing:
         lines += ["", f"**Not identical across rows: {', '.join(differing)}** "
                       "(see the JSON's per-row config)."]
+    seeds = record.get("seeds") or []
     lines += [
+        "",
+        "## Per model" + (f", over seeds {', '.join(map(str, seeds))}" if seeds else ""),
+        "",
+        summary_table(record),
+        "",
+        "Mean ± sample std over the seeds. Δ: mean over test users of the per-user NDCG@10 difference "
+        "to the reference (each seed paired with the same seed, then averaged per user), with a paired "
+        "bootstrap 95% CI; p: two-sided paired t-test, Holm-corrected over the models; **bold**: "
+        "significant at 0.05. `settings`: the tuned setting (`--tune`) or the models' defaults. "
+        "`s to best`: wall seconds until the best valid NDCG@10. Recompute any comparison from the "
+        "`ranks_file` of each run in the JSON (docs/benchmarks_howto.md).",
+    ]
+    if record.get("tuning"):
+        lines += ["", f"Tuning: {record['tune_trials']} trials per model (Optuna TPE, seeded), scored on "
+                      "validation NDCG@10 only; the test split is dropped before training in every trial. "
+                      "Every trial is in the JSON under `tuning`."]
+    anchors = published_table(record["dataset"])
+    if anchors:
+        lines += ["", "Published on the same files (full ranking, history excluded):", "", anchors]
+    lines += [
+        "",
+        "## Every run",
         "",
         markdown_table(record["rows"]),
         "",

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from recbole_attn import registry
-from recbole_attn.bench import measure, plots, report
+from recbole_attn.bench import measure, plots, report, tuning
 from recbole_attn.config import AttnConfig, known_keys, parse_cmd_args
 from recbole_attn.data.checks import check_dataset_files
 from recbole_attn.errors import UsageError
@@ -28,6 +28,8 @@ from recbole_attn.values import parse_values, read_yaml_file
 
 DEFAULT_MODELS = ("AttnSeq", "AttnRNN", "SASRec", "GRU4Rec", "NARM", "STAMP", "BERT4Rec", "Caser",
                   "LightSANs", "CORE")
+#: The row every other is compared with unless ``reference`` says otherwise.
+DEFAULT_REFERENCE = "AttnSeq"
 #: Models with an ``attention_type`` option: ``--attention_types`` gives each type its own row.
 ATTENTION_TYPE_MODELS = ("AttnRNN",)
 #: What every model shares; config files and ``--key=value`` override them.
@@ -103,15 +105,20 @@ def plan_rows(
     data_path: str | None = None,
     config_files: Sequence[str] = (),
     overrides: Sequence[str] = (),
+    seeds: Sequence[int] = (),
+    settings: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One spec per row: the exact arguments of its :func:`recbole_attn.run`.
+    """One spec per row and seed: the exact arguments of its :func:`recbole_attn.run`.
 
-    Precedence, highest first: the row's own keys (``attention_type``),
-    ``--key=value``, ``--epochs``/``--budget``/``--data_path``, config files,
-    model tweaks, :data:`SHARED_PROPERTIES`, the model's and the project's
-    defaults."""
+    Precedence, highest first: the row's own keys (``attention_type``), the
+    row's ``settings`` (a tuned setting, by label), ``--key=value``,
+    ``--epochs``/``--budget``/``--data_path``, config files, model tweaks,
+    :data:`SHARED_PROPERTIES`, the model's and the project's defaults.
+    ``seeds``: every row once per seed (default: the one seed configured)."""
     cmd = parse_cmd_args(overrides)
     user = user_settings(config_files, cmd)
+    if seeds and "seed" in user:
+        raise UsageError("give the seeds either as --seeds or as seed, not both")
     flags: dict[str, Any] = {"epochs": epochs, "time_budget": budget}
     if data_path:
         flags["data_path"] = str(data_path)
@@ -128,14 +135,19 @@ def plan_rows(
         shared = {key: value for key, value in SHARED_PROPERTIES.items() if key not in user and applies(key)}
         tweaks = MODEL_TWEAKS.get(model, lambda _: {})(effective)
         tweaks = {key: value for key, value in tweaks.items() if key not in user}
-        specs.append({
-            "label": label,
-            "model": model,
-            "dataset": dataset,
-            "config_files": list(config_files),
-            "config_dict": {**shared, **tweaks, **flags, **row_keys},
-            "cmd_args": [f"--{key}={value}" for key, value in cmd.items() if key not in row_keys and applies(key)],
-        })
+        chosen = dict((settings or {}).get(label, {}))
+        for seed in seeds or [effective["seed"]]:
+            specs.append({
+                "label": label,
+                "model": model,
+                "seed": int(seed),
+                "settings": chosen,
+                "dataset": dataset,
+                "config_files": list(config_files),
+                "config_dict": {**shared, **tweaks, **flags, **chosen, **row_keys, **({"seed": seed} if seeds else {})},
+                "cmd_args": [f"--{key}={value}" for key, value in cmd.items()
+                             if key not in row_keys and key not in chosen and applies(key)],
+            })
     return specs
 
 
@@ -207,10 +219,21 @@ def run_benchmark(
     command: str | None = None,
     echo: Callable[[str], Any] = print,
     jobs: int = 1,
+    seeds: Sequence[int] = (),
+    reference: str | None = None,
+    tune: int = 0,
 ) -> dict[str, Any]:
     """Run every row, rewrite the JSON/Markdown/CSV after each one (an
     interrupted benchmark keeps what finished), plot at the end; returns the
     record, whose ``files`` names what was written.
+
+    ``seeds``: every model once per seed. Each test run's per-user hits are
+    saved (``<record>-ranks/``) and every model is compared with
+    ``reference`` (default: AttnSeq when it runs;
+    :mod:`~recbole_attn.bench.significance`). ``tune > 0``:
+    first that many validation-only trials per model
+    (:mod:`~recbole_attn.bench.tuning`, on the first seed), then every seed
+    with each model's best setting.
 
     ``jobs > 1`` trains that many rows at once, each in its own process (a
     GPU big enough for several small models; never on a CPU whose cores are
@@ -221,7 +244,19 @@ def run_benchmark(
         raise UsageError(f"jobs must be >= 1, got {jobs}")
     if jobs > 1 and not isolated:
         raise UsageError("jobs > 1 needs one process per model: drop --in_process")
-    specs = plan_rows(dataset, models, attention_types, budget, epochs, data_path, config_files, overrides)
+    if tune < 0:
+        raise UsageError(f"tune must be >= 0 trials per model, got {tune}")
+    plan = dict(dataset=dataset, models=models, attention_types=attention_types, budget=budget, epochs=epochs,
+                data_path=data_path, config_files=config_files, overrides=overrides)
+    specs = plan_rows(**plan, seeds=seeds)
+    labels = list(dict.fromkeys(spec["label"] for spec in specs))
+    if reference is None:
+        reference = DEFAULT_REFERENCE if DEFAULT_REFERENCE in labels else None
+    elif reference not in labels:
+        raise UsageError(f"reference {reference!r} is not among the models: {', '.join(labels)}")
+    if tune:
+        for model in dict.fromkeys(spec["model"] for spec in specs):
+            tuning.search_space(model)  # a missing or wrong space fails before any training
     preflight(specs)
     paths = report.output_paths(output_dir, dataset)
     began = time.perf_counter()
@@ -244,17 +279,33 @@ def run_benchmark(
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "machine": _machine([]),
         "files": {kind: str(path) for kind, path in paths.items() if kind in report.TABLE_FILES},
+        "seeds": sorted({spec["seed"] for spec in specs}),
+        "reference": reference,
+        "tune_trials": tune,
+        "tuning": {},
         "rows": [],
+        "comparisons": [],
     }
+    run_spec = run_isolated if isolated else measure.run_row
+    if tune:
+        for spec in [next(s for s in specs if s["label"] == label) for label in labels]:
+            echo(f"tuning {spec['label']}: {tune} trials on validation, seed {spec['seed']} ...")
+            record["tuning"][spec["label"]] = tuning.tune_row(spec, tune, run_spec, seed=spec["seed"], echo=echo)
+            report.write_tables(record, paths)
+        specs = plan_rows(**plan, seeds=seeds, settings={
+            label: found["best"] for label, found in record["tuning"].items()})
+    for spec in specs:
+        spec["ranks_file"] = str(paths["ranks"] / f"{report.file_label(spec['label'])}-seed{spec['seed']}.npz")
     finished: dict[int, dict[str, Any]] = {}
 
     def run_one(index: int) -> None:
         spec = specs[index]
         echo(f"[{index + 1}/{len(specs)}] {spec['label']}: training ...")
-        row = run_isolated(spec) if isolated else measure.run_row(spec)
+        row = run_spec(spec)
         with lock:
             finished[index] = row
             record["rows"] = [finished[k] for k in sorted(finished)]
+            record["comparisons"] = report.comparisons(record["rows"], reference)
             echo(f"[{index + 1}/{len(specs)}] {report.progress_line(row)}")
             record["wall_seconds"] = time.perf_counter() - began
             record["machine"] = _machine(record["rows"])

@@ -5,7 +5,8 @@
   loader rebuilds each user's training sequence from RecBole's own training
   rows and serves it once, cut into windows of ``MAX_ITEM_LIST_LENGTH``, with
   the next item as target at every position. Same split, same items, n times
-  fewer encoder passes.
+  fewer encoder passes; each batch is as wide as its longest window, so short
+  histories (most e-commerce data) do not pay for ``MAX_ITEM_LIST_LENGTH``.
 * :func:`attach_seen_filter`: makes RecBole's sequential full-sort loader
   report the items each user saw before the target, which RecBole's trainer
   then ranks last, exactly as it does for general recommenders.
@@ -163,8 +164,14 @@ class AllPositionsLoader:
                 for start, end in zip(bounds[:-1], bounds[1:])]
 
     def __iter__(self):
+        sequence_fields = (self.dataset.item_id_list_field, TARGET_SEQ_FIELD)
+        lengths = self.fields[self.dataset.item_list_length_field]
         for index in self.batch_indices():
-            yield Interaction({name: column[index] for name, column in self.fields.items()})
+            # windows are right-padded and every model on them is causal: the padding after the
+            # batch's longest window changes no output, so it is cut before the model sees it
+            width = int(lengths[index].max()) if len(index) else 0
+            yield Interaction({name: column[index][:, :width] if name in sequence_fields else column[index]
+                               for name, column in self.fields.items()})
 
 
 def seen_items(

@@ -1,0 +1,128 @@
+"""An equal tuning budget: every model of a benchmark gets the same number of
+trials of Optuna's TPE sampler (Bergstra et al., NeurIPS 2011; seeded) over
+the search space its YAML declares, scored on validation NDCG@10 alone.
+Trials run with ``test=False`` (:func:`recbole_attn.run`), which drops the
+test split before training, so tuning can never read it.
+
+A search space file (``properties/search/<Model>.yaml``, or a plugin class's
+``search_space_file``) maps each key to one distribution::
+
+    learning_rate: {log_uniform: [0.0001, 0.01]}
+    hidden_dropout_prob: {choice: [0.1, 0.2, 0.3, 0.5]}
+    n_layers: {int: [1, 3]}
+    weight_decay: {uniform: [0.0, 0.0001]}
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from recbole_attn import registry
+from recbole_attn.errors import UsageError
+from recbole_attn.values import read_yaml_file
+
+SEARCH_DIR = Path(__file__).resolve().parents[1] / "properties" / "search"
+DISTRIBUTIONS = ("choice", "uniform", "log_uniform", "int")
+#: What trials are scored on; never a test metric.
+TUNE_METRIC = "ndcg@10"
+
+
+def search_space_file(model: str) -> Path:
+    """The model class's own ``search_space_file``, else ours."""
+    own = getattr(registry.get_model_class(model), "search_space_file", None)
+    return Path(own) if own else SEARCH_DIR / f"{model}.yaml"
+
+
+def available() -> list[str]:
+    """Models that ship a search space here."""
+    return sorted(path.stem for path in SEARCH_DIR.glob("*.yaml"))
+
+
+def _check_range(file: Path, key: str, kind: str, bounds: Any) -> None:
+    numbers = isinstance(bounds, list) and len(bounds) == 2 and all(
+        isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)
+    if not numbers or bounds[0] >= bounds[1] or (kind == "log_uniform" and bounds[0] <= 0) or (
+            kind == "int" and not all(isinstance(b, int) for b in bounds)):
+        raise UsageError(f"{file}: {key}: {kind} needs [low, high] with low < high"
+                         f"{' and low > 0' if kind == 'log_uniform' else ''}"
+                         f"{', integers' if kind == 'int' else ''}, got {bounds!r}")
+
+
+def search_space(model: str) -> dict[str, tuple[str, Any]]:
+    """``{key: (distribution, arguments)}`` of ``model``'s search space file;
+    :class:`UsageError` naming the file and key when it is missing or wrong."""
+    file = search_space_file(model)
+    if not file.is_file():
+        raise UsageError(f"--tune: no search space for {model} ({file} does not exist); "
+                         f"models with one: {', '.join(available())}")
+    space = {}
+    for key, spec in read_yaml_file(file).items():
+        if not (isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in DISTRIBUTIONS):
+            raise UsageError(f"{file}: {key}: expected one of {{{', '.join(DISTRIBUTIONS)}}}: ..., got {spec!r}")
+        kind, arguments = next(iter(spec.items()))
+        if kind == "choice":
+            if not isinstance(arguments, list) or not arguments:
+                raise UsageError(f"{file}: {key}: choice needs a non-empty list, got {arguments!r}")
+        else:
+            _check_range(file, key, kind, arguments)
+        space[key] = (kind, arguments)
+    if not space:
+        raise UsageError(f"{file} declares no key to tune")
+    return space
+
+
+def suggest(trial: Any, space: dict[str, tuple[str, Any]]) -> dict[str, Any]:
+    """One setting drawn by ``trial`` (an ``optuna.Trial``) from ``space``."""
+    settings = {}
+    for key, (kind, arguments) in space.items():
+        if kind == "choice":
+            # Optuna stores plain scalars only: lists (NARM's dropout_probs) are chosen by index
+            index = trial.suggest_categorical(key, list(range(len(arguments))))
+            settings[key] = arguments[index]
+        elif kind == "int":
+            settings[key] = trial.suggest_int(key, *arguments)
+        else:
+            settings[key] = trial.suggest_float(key, *arguments, log=kind == "log_uniform")
+    return settings
+
+
+def tune_row(spec: dict[str, Any], trials: int, run_trial: Callable[[dict[str, Any]], dict[str, Any]],
+             seed: int = 0, echo: Callable[[str], Any] = print) -> dict[str, Any]:
+    """``trials`` settings for ``spec``'s model, each trained by ``run_trial``
+    (:func:`~recbole_attn.bench.measure.run_row` or its process) without its
+    test split; returns the best setting and every trial."""
+    try:
+        import optuna
+    except ImportError:
+        raise UsageError("--tune needs Optuna: pip install 'recbole-attn[tune]'") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = search_space(spec["model"])
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    history: list[dict[str, Any]] = []
+
+    def objective(trial: Any) -> float:
+        settings = suggest(trial, space)
+        trial_spec = {
+            **spec, "label": f"{spec['label']} trial {trial.number}", "test": False, "settings": settings,
+            "ranks_file": None, "config_dict": {**spec["config_dict"], **settings},
+            "cmd_args": [arg for arg in spec["cmd_args"] if arg.split("=", 1)[0][2:] not in settings],
+        }
+        row = run_trial(trial_spec)
+        if row.get("test") is not None:
+            raise RuntimeError(f"trial {trial.number} of {spec['label']} evaluated the test split")
+        value = (row.get("best_valid") or {}).get(TUNE_METRIC)
+        history.append({"trial": trial.number, "settings": settings, "status": row.get("status"),
+                        f"valid_{TUNE_METRIC}": value, "epochs_run": row.get("epochs_run"),
+                        "fit_seconds": row.get("fit_seconds"), "error": row.get("error")})
+        echo(f"  {spec['label']} trial {trial.number}: valid NDCG@10 {value} with {settings}")
+        return float(value) if value is not None else float("nan")  # a failed trial: NaN, never chosen
+
+    study.optimize(objective, n_trials=trials)
+    finished = [entry for entry in history if entry[f"valid_{TUNE_METRIC}"] is not None]
+    if not finished:
+        raise RuntimeError(f"every tuning trial of {spec['label']} failed; see the trials in the JSON")
+    best = max(finished, key=lambda entry: entry[f"valid_{TUNE_METRIC}"])
+    return {"best": best["settings"], f"best_valid_{TUNE_METRIC}": best[f"valid_{TUNE_METRIC}"],
+            "trials": history, "sampler": "optuna TPESampler", "seed": seed}
