@@ -243,3 +243,33 @@ def test_jobs_must_be_positive_and_isolated(ml100k_root):
     for jobs, isolated in ((0, True), (2, False)):
         with pytest.raises(UsageError, match="jobs"):
             suite.run_benchmark(models=["AttnSeq"], data_path=str(ml100k_root), jobs=jobs, isolated=isolated)
+
+
+@pytest.mark.slow
+def test_seeds_give_mean_rows_and_comparisons_that_files_can_recompute(pattern_root, capsys, tmp_path):
+    code = main(["--dataset=pattern", "--models=AttnSeq,GRU4Rec", f"--data_path={pattern_root}", "--epochs=1",
+                 "--seeds=1,2", "--in_process", "--output_dir=out"])
+    assert code == 0, capsys.readouterr().out
+    [json_file] = list(Path("out").glob("*.json"))
+    record = json.loads(json_file.read_text())
+    assert [(row["label"], row["seed"]) for row in record["rows"]] == [
+        ("AttnSeq", 1), ("AttnSeq", 2), ("GRU4Rec", 1), ("GRU4Rec", 2)]
+    assert [row["result"]["config"]["seed"] for row in record["rows"]] == [1, 2, 1, 2]
+    assert record["rows"][0]["test"] != record["rows"][1]["test"]  # the seeds really differ
+    [comparison] = record["comparisons"]
+    assert comparison["model"] == "GRU4Rec" and comparison["reference"] == "AttnSeq"
+    assert comparison["seeds"] == [1, 2] and comparison["users"] == 300
+    means = {label: sum(row["test"]["ndcg@10"] for row in record["rows"] if row["label"] == label) / 2
+             for label in ("AttnSeq", "GRU4Rec")}
+    assert comparison["mean_difference"] == pytest.approx(means["GRU4Rec"] - means["AttnSeq"], abs=1e-4)
+    markdown = Path(record["files"]["markdown"]).read_text()
+    assert "over seeds 1, 2" in markdown and "| AttnSeq | defaults | 2 |" in markdown
+    # the folder moves; the comparison is recomputed from its files alone, against the other model
+    moved = tmp_path / "moved"
+    Path("out").rename(moved)
+    assert main([f"--report={moved / json_file.name}", "--reference=GRU4Rec"]) == 0
+    again = json.loads((moved / json_file.name).read_text())
+    [reverse] = again["comparisons"]
+    assert reverse["model"] == "AttnSeq" and reverse["mean_difference"] == pytest.approx(
+        -comparison["mean_difference"])
+    assert "vs GRU4Rec" in (moved / json_file.name.replace(".json", ".md")).read_text()

@@ -76,6 +76,10 @@ def parse_args(argv: Sequence[str], prog: str = "python -m recbole_attn.bench") 
                         help="N validation-only Optuna trials per model over its search space "
                              "(properties/search/<Model>.yaml), then every seed with the best setting "
                              "(default: 0, the models' defaults)")
+    parser.add_argument("--report", default=None, metavar="BENCH.json",
+                        help="train nothing: recompute the comparisons of a finished benchmark from its "
+                             "saved per-user hits (with --reference, against another model) and rewrite its "
+                             "Markdown and CSV beside it")
     parser.add_argument("--in_process", action="store_true",
                         help="run models in this process, not one fresh process each "
                              "(peak RSS is then cumulative)")
@@ -85,18 +89,21 @@ def parse_args(argv: Sequence[str], prog: str = "python -m recbole_attn.bench") 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m recbole_attn.bench") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args, overrides = parse_args(argv, prog)
-    from recbole_attn.bench.report import summary_table
+    from recbole_attn.bench.report import rewrite_report, summary_table
     from recbole_attn.bench.suite import run_benchmark, split_list
 
     try:
-        record = run_benchmark(
-            dataset=args.dataset, models=split_list(args.models),
-            attention_types=split_list(args.attention_types),
-            budget=args.budget, epochs=args.epochs, output_dir=args.output_dir, data_path=args.data_path,
-            config_files=split_list(args.config_files), overrides=overrides, isolated=not args.in_process,
-            command=shlex.join([*prog.split(), *argv]), jobs=args.jobs, seeds=args.seeds,
-            reference=args.reference, tune=args.tune,
-        )
+        if args.report:
+            record = rewrite_report(args.report, args.reference)
+        else:
+            record = run_benchmark(
+                dataset=args.dataset, models=split_list(args.models),
+                attention_types=split_list(args.attention_types),
+                budget=args.budget, epochs=args.epochs, output_dir=args.output_dir, data_path=args.data_path,
+                config_files=split_list(args.config_files), overrides=overrides, isolated=not args.in_process,
+                command=shlex.join([*prog.split(), *argv]), jobs=args.jobs, seeds=args.seeds,
+                reference=args.reference, tune=args.tune,
+            )
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

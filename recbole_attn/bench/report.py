@@ -44,15 +44,18 @@ def file_label(label: str) -> str:
     return re.sub(r"[^\w.-]+", "_", label).strip("_")
 
 
-def comparisons(rows: list[dict[str, Any]], reference: str | None) -> list[dict[str, Any]]:
+def comparisons(rows: list[dict[str, Any]], reference: str | None, folder: str | os.PathLike = ".",
+                ) -> list[dict[str, Any]]:
     """Every model against ``reference`` from the rows' saved per-user hits
-    (:func:`recbole_attn.bench.significance.compare_all`); [] without a reference."""
+    (``ranks_file``, relative to ``folder``, the record's;
+    :func:`recbole_attn.bench.significance.compare_all`); [] without a reference."""
     if reference is None:
         return []
     runs: dict[str, dict[int, UserHits]] = {}
     for row in rows:
-        if row.get("ranks_file") and os.path.isfile(row["ranks_file"]):
-            runs.setdefault(row["label"], {})[int(row["seed"])] = load_user_hits(row["ranks_file"])
+        path = Path(folder) / row["ranks_file"] if row.get("ranks_file") else None
+        if path is not None and path.is_file():
+            runs.setdefault(row["label"], {})[int(row["seed"])] = load_user_hits(path)
     return [comparison.as_dict() for comparison in significance.compare_all(runs, reference)]
 
 
@@ -342,6 +345,30 @@ def write_tables(record: dict[str, Any], paths: dict[str, Path]) -> None:
     write_text_atomic(paths["markdown"], markdown_document(record))
     write_text_atomic(paths["csv"], csv_text(record["rows"]))
     write_json_atomic(paths["json"], record)
+
+
+def rewrite_report(json_file: str | os.PathLike, reference: str | None = None) -> dict[str, Any]:
+    """Recompute a finished benchmark's comparisons from its saved hits
+    (against ``reference``, default the record's own) and rewrite its JSON,
+    Markdown and CSV in place; returns the record."""
+    from recbole_attn.errors import UsageError
+
+    json_path = Path(json_file)
+    try:
+        record = json.loads(json_path.read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot read the benchmark record {os.fspath(json_file)!r}: {error}") from None
+    labels = list(dict.fromkeys(row["label"] for row in record.get("rows", [])))
+    reference = reference or record.get("reference")
+    if reference is not None and reference not in labels:
+        raise UsageError(f"reference {reference!r} is not among the models: {', '.join(labels)}")
+    record["reference"] = reference
+    record["comparisons"] = comparisons(record["rows"], reference, json_path.parent)
+    stem = str(json_path)[: -len(".json")]
+    paths = {"json": json_path, "markdown": Path(stem + ".md"), "csv": Path(stem + ".csv")}
+    record["files"] = {kind: str(path) for kind, path in paths.items()}
+    write_tables(record, paths)
+    return record
 
 
 def progress_line(row: dict[str, Any]) -> str:

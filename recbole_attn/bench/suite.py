@@ -302,10 +302,12 @@ def run_benchmark(
         spec = specs[index]
         echo(f"[{index + 1}/{len(specs)}] {spec['label']}: training ...")
         row = run_spec(spec)
+        if row.get("ranks_file"):  # relative to the record, so that the folder can move
+            row["ranks_file"] = os.path.relpath(row["ranks_file"], paths["json"].parent)
         with lock:
             finished[index] = row
             record["rows"] = [finished[k] for k in sorted(finished)]
-            record["comparisons"] = report.comparisons(record["rows"], reference)
+            record["comparisons"] = report.comparisons(record["rows"], reference, paths["json"].parent)
             echo(f"[{index + 1}/{len(specs)}] {report.progress_line(row)}")
             record["wall_seconds"] = time.perf_counter() - began
             record["machine"] = _machine(record["rows"])

@@ -1,0 +1,112 @@
+"""Per-user metrics, the paired comparison and Holm's correction against
+numbers worked out by hand, and the per-user hits a real run saves."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from recbole_attn.bench import significance
+from recbole_attn.user_ranks import UserHits, load_user_hits, save_user_hits
+
+
+def hits_of(ranks: list[int], k: int = 10, user_ids: list[int] | None = None) -> UserHits:
+    """One positive per user at the given 1-based rank (0: outside the top k)."""
+    table = np.zeros((len(ranks), k), dtype=np.uint8)
+    for row, rank in enumerate(ranks):
+        if rank:
+            table[row, rank - 1] = 1
+    ids = np.arange(1, len(ranks) + 1) if user_ids is None else np.array(user_ids)
+    return UserHits(ids, table, np.ones(len(ranks), dtype=np.int64))
+
+
+def test_per_user_ndcg_and_hit_by_hand():
+    hits = hits_of([1, 2, 3, 0])
+    expected = [1.0, 1 / math.log2(3), 1 / math.log2(4), 0.0]  # 1, 0.6309, 0.5, 0
+    np.testing.assert_allclose(significance.per_user_ndcg(hits), expected)
+    np.testing.assert_array_equal(significance.per_user_hit(hits), [1, 1, 1, 0])
+    np.testing.assert_array_equal(significance.per_user_hit(hits, k=2), [1, 1, 0, 0])
+    np.testing.assert_array_equal(hits.rank, [1, 2, 3, 0])
+
+
+def test_ndcg_with_two_positives_uses_the_ideal_of_two():
+    hits = UserHits(np.array([1]), np.array([[0, 1, 1] + [0] * 7], dtype=np.uint8), np.array([2]))
+    dcg = 1 / math.log2(3) + 1 / math.log2(4)
+    assert significance.per_user_ndcg(hits)[0] == pytest.approx(dcg / (1 + 1 / math.log2(3)))
+
+
+def test_paired_t_test_p_value_by_hand():
+    differences = np.array([0.1, 0.3, 0.2, 0.4])
+    # mean 0.25, sample sd sqrt(0.05 / 3), t = 0.25 / (sd / 2) = 3.873 with 3 degrees of freedom;
+    # Student's t with 3 df has the closed-form cdf 1/2 + (t / (sqrt(3) (1 + t^2 / 3)) + atan(t / sqrt(3))) / pi
+    t = 0.25 / (math.sqrt(0.05 / 3) / 2)
+    cdf = 0.5 + (t / (math.sqrt(3) * (1 + t * t / 3)) + math.atan(t / math.sqrt(3))) / math.pi
+    assert significance.paired_p_value(differences) == pytest.approx(2 * (1 - cdf), rel=1e-9)
+    assert significance.paired_p_value(np.zeros(5)) == 1.0
+
+
+def test_holm_by_hand():
+    # sorted: 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> kept non-decreasing: 0.06
+    assert significance.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert significance.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert significance.holm([]) == []
+
+
+def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
+    rng = np.random.default_rng(1)
+    differences = rng.normal(0.02, 0.1, size=2000)
+    low, high = significance.bootstrap_ci(differences, resamples=2000, seed=3)
+    assert (low, high) == significance.bootstrap_ci(differences, resamples=2000, seed=3)
+    assert low < differences.mean() < high
+    # the CI of a mean over n users is about +-1.96 sd / sqrt(n) wide
+    assert high - low == pytest.approx(2 * 1.96 * differences.std() / math.sqrt(2000), rel=0.1)
+    assert significance.bootstrap_ci(np.full(50, 0.5), resamples=100) == (0.5, 0.5)
+
+
+def test_comparison_pairs_seeds_and_users_by_id():
+    # the model ranks the target one place higher for users 1..3 in both seeds; its users come shuffled in one file
+    reference = {7: hits_of([2, 2, 3, 0]), 8: hits_of([2, 3, 2, 0])}
+    model = {7: hits_of([0, 1, 1, 2], user_ids=[4, 1, 2, 3]), 8: hits_of([1, 2, 1, 0])}
+    comparisons = significance.compare_all({"Ref": reference, "Model": model, "Alone": {9: hits_of([1])}}, "Ref",
+                                           resamples=200)
+    assert [c.model for c in comparisons] == ["Model"]  # no common seed with "Alone": not compared
+    found = comparisons[0]
+    ndcg = {rank: (1 / math.log2(rank + 1) if rank else 0.0) for rank in range(4)}
+    seed7 = [ndcg[1] - ndcg[2], ndcg[1] - ndcg[2], ndcg[2] - ndcg[3], 0.0]
+    seed8 = [ndcg[1] - ndcg[2], ndcg[2] - ndcg[3], ndcg[1] - ndcg[2], 0.0]
+    per_user = (np.array(seed7) + np.array(seed8)) / 2
+    assert found.seeds == [7, 8] and found.users == 4
+    assert found.mean_difference == pytest.approx(per_user.mean())
+    assert found.p_value == pytest.approx(significance.paired_p_value(per_user))
+    assert found.p_holm == pytest.approx(found.p_value)  # one comparison: Holm changes nothing
+    assert found.significant == (found.p_holm < 0.05)
+
+
+def test_hits_file_round_trip(tmp_path):
+    hits = hits_of([3, 0, 1])
+    save_user_hits(tmp_path / "r.ranks.npz", hits, np.array(["a", "b", "c"]))
+    back = load_user_hits(tmp_path / "r.ranks.npz")
+    np.testing.assert_array_equal(back.hits, hits.hits)
+    np.testing.assert_array_equal(back.user_id, hits.user_id)
+    with np.load(tmp_path / "r.ranks.npz") as data:
+        assert data["user_token"].tolist() == ["a", "b", "c"]
+    assert [p.name for p in tmp_path.iterdir()] == ["r.ranks.npz"]  # no temp file left
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["AttnSeq", "GRU4Rec"])
+def test_a_run_saves_hits_that_give_back_its_test_metrics(pattern_root, tmp_path, model):
+    from recbole_attn import run
+
+    result = run(model, "pattern", config_dict={
+        "data_path": str(pattern_root), "epochs": 1, "state": "WARNING", "save_user_ranks": True,
+        "output_dir": str(tmp_path / "out"), "checkpoint_dir": str(tmp_path / "saved")})
+    assert result["ranks_file"] == result["results_file"][: -len(".json")] + ".ranks.npz"
+    hits = load_user_hits(result["ranks_file"])
+    assert len(hits.user_id) == len(set(hits.user_id.tolist())) == 300  # every test user, once
+    # RecBole rounds its metrics to 4 places
+    assert significance.per_user_ndcg(hits).mean() == pytest.approx(result["test"]["ndcg@10"], abs=5e-5)
+    assert significance.per_user_hit(hits, 5).mean() == pytest.approx(result["test"]["hit@5"], abs=5e-5)
+    with np.load(result["ranks_file"]) as data:
+        assert data["user_token"][:3].tolist() != [] and data["hits"].shape == (300, 20)  # max(topk) = 20
