@@ -39,9 +39,9 @@ def random_batch(n_items, batch=4, lengths=(1, 5, 9, L)):
     return seq, length
 
 
-@pytest.mark.parametrize("norm_first", [True, False])
-def test_no_future_leakage(pattern_root, norm_first):
-    model = build(pattern_root, norm_first=norm_first)[1].eval()
+@pytest.mark.parametrize("norm_first, readout", [(True, "last"), (False, "last"), (True, "attention")])
+def test_no_future_leakage(pattern_root, norm_first, readout):
+    model = build(pattern_root, norm_first=norm_first, readout=readout)[1].eval()
     seq, length = random_batch(model.n_items)
     out = model.encode(seq, length)
     for t in range(L - 1):
@@ -51,8 +51,10 @@ def test_no_future_leakage(pattern_root, norm_first):
         assert not torch.allclose(model.encode(changed, length)[:, t + 1], out[:, t + 1])
 
 
-def test_padding_never_reaches_valid_positions(model):
+@pytest.mark.parametrize("readout", ["last", "attention"])
+def test_padding_never_reaches_valid_positions(pattern_root, readout):
     """RecBole pads on the right, so the causal mask alone keeps padding out."""
+    model = build(pattern_root, readout=readout)[1].eval()
     seq, length = random_batch(model.n_items)
     garbage = seq.clone()
     pad = torch.arange(L)[None, :] >= length[:, None]
@@ -146,12 +148,33 @@ def test_filter_seen_runs_for_every_model(pattern_root):
         assert result["config"]["filter_seen"] is True and 0 <= result["test"]["ndcg@10"] <= 1
 
 
-@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("norm_first, readout", [(True, "last"), (False, "last"), (True, "attention")])
 @pytest.mark.parametrize("n_layers", [1, 2])
-def test_forward_equals_encode_at_the_last_position(pattern_root, norm_first, n_layers):
-    """forward computes only the last position in the last block; it must
-    give what the full causal encode gives there, for every length."""
-    model = build(pattern_root, norm_first=norm_first, n_layers=n_layers)[1].eval()
+def test_forward_equals_encode_at_the_last_position(pattern_root, norm_first, n_layers, readout):
+    """forward computes only the last position in the last block (or pools
+    up to it); it must give what the full causal encode gives there, for
+    every length."""
+    model = build(pattern_root, norm_first=norm_first, n_layers=n_layers, readout=readout)[1].eval()
     seq, length = random_batch(model.n_items)
     full = model.encode(seq, length)[torch.arange(4), length - 1]
     torch.testing.assert_close(model(seq, length), full, rtol=1e-5, atol=1e-6)
+
+
+def test_attention_readout_pools_earlier_outputs_and_is_explained(pattern_root):
+    model = build(pattern_root, readout="attention")[1].eval()
+    seq, length = random_batch(model.n_items)
+    weights = model.attention_weights(seq, length)
+    panels = model.n_layers * model.n_heads + 1
+    assert weights.shape == (4, panels, L, L) and model.attention_panels()[-1] == ["readout"]
+    readout = weights[:, -1]
+    torch.testing.assert_close(readout.sum(-1), torch.ones(4, L))
+    assert torch.all(readout.triu(diagonal=1) == 0) and readout[:, 3, :4].min() > 0  # causal, and it mixes
+    # the pooled vector is the readout's weights over the final-normed block outputs
+    hidden = model.final_norm(model.blocks[1](model.blocks[0](model.embed(seq))[0])[0])
+    torch.testing.assert_close(model.encode(seq, length), readout @ hidden, rtol=1e-5, atol=1e-6)
+    assert sum(p.numel() for p in model.readout_pooling.parameters()) == 32 * 32 + 32 + 32
+
+
+def test_bad_readout_names_the_choices(pattern_root):
+    with pytest.raises(UsageError, match=r"unknown readout 'pooled'. Valid choices: attention, last"):
+        build(pattern_root, readout="pooled")

@@ -15,7 +15,10 @@ Note:
     already keeps every valid position from seeing padding, and the fused
     kernels apply. Pre-LN is the default (``norm_first``) and a final
     LayerNorm follows the last block. Item features (``selected_features``)
-    are embedded and fused into each history position.
+    are embedded and fused into each history position. ``readout: attention``
+    replaces the last position's output by a learned, causal pooling of the
+    outputs (Zhouhan Lin et al. "A Structured Self-Attentive Sentence
+    Embedding." ICLR 2017).
 """
 from __future__ import annotations
 
@@ -27,9 +30,11 @@ from torch import nn
 
 from recbole_attn.errors import UsageError, check_choice, check_positive, check_probability
 from recbole_attn.models.base import AttnSequentialRecommender
-from recbole_attn.models.layers import TransformerBlock
+from recbole_attn.models.layers import AttentionPooling, TransformerBlock, select_positions
 
 FEATURE_FUSIONS = ("sum", "concat")
+#: The user vector: the output at the last position, or an attention-pooled mix of every output up to it.
+READOUTS = ("last", "attention")
 
 
 class ItemFeatureEmbedding(nn.Module):
@@ -70,7 +75,8 @@ class AttnSeq(AttnSequentialRecommender):
     with the (tied) item embedding table."""
 
     supports_all_positions = True
-    option_choices = {**AttnSequentialRecommender.option_choices, "feature_fusion": FEATURE_FUSIONS}
+    option_choices = {**AttnSequentialRecommender.option_choices, "feature_fusion": FEATURE_FUSIONS,
+                      "readout": READOUTS}
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
@@ -95,6 +101,8 @@ class AttnSeq(AttnSequentialRecommender):
         self.selected_features = [features] if isinstance(features, str) else list(features)
         self.feature_fusion = config["feature_fusion"] or "sum"
         check_choice("feature_fusion", self.feature_fusion, FEATURE_FUSIONS)
+        self.readout = config["readout"] or "last"
+        check_choice("readout", self.readout, READOUTS)
 
         # layers
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
@@ -124,6 +132,8 @@ class AttnSeq(AttnSequentialRecommender):
         )
         self.input_norm = nn.Identity() if self.norm_first else nn.LayerNorm(self.hidden_size)
         self.final_norm = nn.LayerNorm(self.hidden_size) if self.norm_first else nn.Identity()
+        self.readout_pooling = (AttentionPooling("self_additive", self.hidden_size, self.hidden_size,
+                                                 self.hidden_size) if self.readout == "attention" else None)
 
         self.apply(self._init_weights)
 
@@ -156,29 +166,45 @@ class AttnSeq(AttnSequentialRecommender):
         return self._encode(item_seq, need_weights=False)[0]
 
     def _encode(self, item_seq: torch.Tensor, need_weights: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """:meth:`encode`, and with ``need_weights`` each layer's (B, heads, L, L) weights."""
+        """:meth:`encode`, and with ``need_weights`` each layer's (B, heads, L, L)
+        weights, then the readout's (B, 1, L, L)."""
         x = self.embed(item_seq)
         layer_weights = []
         for block in self.blocks:
             x, weights = block(x, need_weights)
             if weights is not None:
                 layer_weights.append(weights)
-        return self.final_norm(x), layer_weights
+        x = self.final_norm(x)
+        if self.readout_pooling is not None:  # position t pools the outputs at positions <= t
+            x, weights = self.readout_pooling(x, x, x, causal=True, need_weights=need_weights)
+            if weights is not None:
+                layer_weights.append(weights[:, None])
+        return x, layer_weights
 
     def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
-        """The output at the last valid position, as ``encode`` gives it; the
-        last block computes only that position (nothing reads the others),
-        which saves about half the work of a 2-layer model at evaluation."""
+        """The representation at the last valid position, as ``encode`` gives
+        it. With ``readout: last`` the last block computes only that position
+        (nothing reads the others), which saves about half the work of a
+        2-layer model at evaluation; the attention readout pools every output
+        up to it."""
         x = self.embed(item_seq)
         for block in self.blocks[:-1]:
             x, _ = block(x)
-        x, _ = self.blocks[-1](x, query_index=item_seq_len - 1)
-        return self.final_norm(x[:, 0])
+        last = item_seq_len - 1
+        if self.readout_pooling is None:
+            x, _ = self.blocks[-1](x, query_index=last)
+            return self.final_norm(x[:, 0])
+        x = self.final_norm(self.blocks[-1](x)[0])
+        valid = torch.arange(x.shape[1], device=x.device)[None, :] <= last[:, None]
+        pooled, _ = self.readout_pooling(select_positions(x, last), x, x, key_mask=valid)
+        return pooled[:, 0]
 
     def attention_weights(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
-        """(B, layers x heads, L, L) weights of each position over earlier ones."""
+        """(B, panels, L, L) weights of each position over earlier ones: every
+        layer's heads, then the readout's pooling when ``readout: attention``."""
         return torch.cat(self._encode(item_seq, need_weights=True)[1], dim=1)
 
     def attention_panels(self) -> list[list[str]]:
-        return [[f"layer {layer + 1}, head {head + 1}" for head in range(self.n_heads)]
+        rows = [[f"layer {layer + 1}, head {head + 1}" for head in range(self.n_heads)]
                 for layer in range(self.n_layers)]
+        return rows + ([["readout"]] if self.readout_pooling is not None else [])

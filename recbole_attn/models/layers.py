@@ -87,9 +87,14 @@ class AttentionPooling(nn.Module):
     * ``dot`` -- ``q_i^T k_j / sqrt(d)`` (plain SDPA)
     * ``linear`` -- self-scoring, no query: ``w^T k_j`` (a bias would be the
       same for every position and cancel in the softmax)
+    * ``self_additive`` -- self-scoring through a tanh layer, no query:
+      ``v^T tanh(W k_j + b)`` (the learned pooling over Transformer outputs
+      of Lin et al., ICLR 2017, "softmax(W2 tanh(W1 H))")
     """
 
-    TYPES = ("additive", "general", "dot", "linear")
+    TYPES = ("additive", "general", "dot", "linear", "self_additive")
+    #: Scorers whose logits do not depend on the query.
+    QUERY_FREE = ("linear", "self_additive")
 
     def __init__(self, attention_type: str, query_size: int, key_size: int, attention_size: int) -> None:
         super().__init__()
@@ -106,6 +111,9 @@ class AttentionPooling(nn.Module):
             self.query_proj = nn.Linear(query_size, key_size, bias=False)
         elif attention_type == "linear":
             self.energy = nn.Linear(key_size, 1, bias=False)
+        elif attention_type == "self_additive":
+            self.energy = nn.Sequential(nn.Linear(key_size, attention_size), nn.Tanh(),
+                                        nn.Linear(attention_size, 1, bias=False))
 
     def sdpa_inputs(
         self, query: torch.Tensor, keys: torch.Tensor
@@ -122,7 +130,7 @@ class AttentionPooling(nn.Module):
             # (B, Lq, 1, A) + (B, 1, Lk, A) -> (B, Lq, Lk, A) -> (B, 1, Lq, Lk)
             energy = torch.tanh(self.query_proj(query)[:, :, None] + self.key_proj(keys)[:, None])
             logits = self.energy(energy).squeeze(-1)[:, None]
-        else:  # linear: one logit per key, the same for every query
+        else:  # linear, self_additive: one logit per key, the same for every query
             logits = self.energy(keys).squeeze(-1)[:, None, None]  # (B, 1, 1, Lk)
         # zero-width query/key: their dot products are 0, so the scores are the logits alone
         no_query = query.new_zeros(query.shape[0], 1, query.shape[1], 0)  # (B, 1, Lq, 0)

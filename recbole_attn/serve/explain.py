@@ -24,7 +24,9 @@ class Explanation:
     for AttnSeq, ``"pooling"`` for AttnRNN). ``matrices`` (panels, n, n):
     the whole causal attention, query position by attended position.
     ``padding_weights`` (panels, L - n): weight left on the padding slots of
-    the model's window (zero). ``grid``: (layers, heads) of the panels.
+    the model's window (zero). ``grid``: (rows, columns) of the panels
+    (AttnSeq: layers by heads, plus a ``"readout"`` row with ``readout:
+    attention``); ``positions``: each panel's (row, column) in it.
     """
 
     model: str
@@ -35,6 +37,7 @@ class Explanation:
     matrices: np.ndarray
     padding_weights: np.ndarray
     grid: tuple[int, int]
+    positions: list[tuple[int, int]]
 
     def label(self, position: int, width: int = 40) -> str:
         """``title [token]`` (or the token alone) of a history position."""
@@ -82,7 +85,8 @@ def explain(
         weights=rows[:, :n].numpy(),
         matrices=matrices[:, :n, :n].numpy(),
         padding_weights=rows[:, n:].numpy(),
-        grid=(len(names), len(names[0])),
+        grid=(len(names), max(len(row) for row in names)),
+        positions=[(r, c) for r, row in enumerate(names) for c in range(len(row))],
     )
 
 

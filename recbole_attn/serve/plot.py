@@ -2,7 +2,7 @@
 
 AttnSeq: one panel per layer and head (rows = layers, columns = heads), each
 the causal attention matrix over the history: query position down, attended
-item across. AttnRNN: one panel, its causal pooling weights. Items are labelled by title
+item across; with ``readout: attention`` a last row holds the readout's pooling. AttnRNN: one panel, its causal pooling weights. Items are labelled by title
 where the dataset has one. Drawn with matplotlib's object API (no pyplot, no
 global backend change), so it works headless.
 """
@@ -39,13 +39,18 @@ def plot_explanation(explanation: Any, path: str | os.PathLike) -> Path:
     grid = figure.subplots(layers, heads, squeeze=False)
     # the first row is always 1.0 on the first item: scale colours by the other rows
     top = float(explanation.matrices[:, 1:].max()) if n > 1 else 1.0
-    for index, (matrix, title) in enumerate(zip(explanation.matrices, explanation.panels)):
-        axes = grid[index // heads][index % heads]
+    used = set(explanation.positions)
+    for (row, column), matrix, title in zip(explanation.positions, explanation.matrices, explanation.panels):
+        axes = grid[row][column]
         image = axes.imshow(matrix, cmap="viridis", vmin=0, vmax=top)
         axes.set_title(title, fontsize=10)
-        bottom, left = index // heads == layers - 1, index % heads == 0  # labels on the outer panels
+        bottom, left = (row + 1, column) not in used, column == 0  # labels on the outer panels
         axes.set_xticks(range(n), labels if bottom else [], rotation=90, fontsize=font)
         axes.set_yticks(range(n), labels if left else [], fontsize=font)
+    for row in range(layers):
+        for column in range(heads):
+            if (row, column) not in used:
+                grid[row][column].set_axis_off()  # a short row (the readout's)
     figure.supxlabel("attended history item")
     figure.supylabel("position (query)")
     figure.colorbar(image, ax=grid, shrink=0.6, label="weight (first row clipped)" if n > 1 else "weight")
