@@ -90,11 +90,11 @@ class UserRanks(TrainerHook):
 
 def save_user_hits(path: str | os.PathLike, hits: UserHits, user_tokens: np.ndarray | None = None) -> None:
     """Write ``hits`` (and the users' original tokens) as a compressed ``.npz``, atomically."""
-    arrays = {"user_id": hits.user_id, "hits": hits.hits, "pos_len": hits.pos_len}
+    arrays: dict[str, Any] = {"user_id": hits.user_id, "hits": hits.hits, "pos_len": hits.pos_len}
     if user_tokens is not None:
         arrays["user_token"] = np.asarray(user_tokens).astype(str)
     with atomic_path(path) as tmp, open(tmp, "wb") as out:
-        np.savez_compressed(out, **arrays)
+        np.savez_compressed(out, allow_pickle=False, **arrays)
 
 
 def load_user_hits(path: str | os.PathLike) -> UserHits:

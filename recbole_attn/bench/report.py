@@ -228,7 +228,8 @@ def summary_table(record: dict[str, Any]) -> str:
     for _, label, rows, done, ndcg in sorted(entries, key=lambda entry: entry[0]):
         budget = sum(row.get("status") == "budget" for row in rows)
         failed = len(rows) - len(done)
-        runs = f"{len(done)}" + (f", {budget} budget-stopped" if budget else "") + (f", {failed} failed" if failed else "")
+        runs = (f"{len(done)}" + (f", {budget} budget-stopped" if budget else "")
+                + (f", {failed} failed" if failed else ""))
         difference, p_value = format_comparison(found.get(label), reference, label)
         settings = (record.get("tuning") or {}).get(label, {}).get("best") or rows[0].get("settings")
         epochs = [f"{row['epochs_run']} ({row['best_epoch']})" for row in done]

@@ -42,12 +42,14 @@ def per_user_ndcg(hits: UserHits, k: int = 10) -> np.ndarray:
     weights = discounts(k)
     dcg = hits.hits[:, :k].astype(np.float64) @ weights
     ideal = np.cumsum(weights)[np.clip(hits.pos_len, 1, k) - 1]
-    return np.where(hits.pos_len > 0, dcg / ideal, 0.0)
+    ndcg: np.ndarray = np.where(hits.pos_len > 0, dcg / ideal, 0.0)
+    return ndcg
 
 
 def per_user_hit(hits: UserHits, k: int = 10) -> np.ndarray:
     """Each user's Hit@k (1.0 or 0.0)."""
-    return hits.hits[:, :k].any(axis=1).astype(np.float64)
+    found: np.ndarray = hits.hits[:, :k].any(axis=1).astype(np.float64)
+    return found
 
 
 def aligned(runs: Sequence[UserHits], k: int = 10) -> tuple[np.ndarray, np.ndarray]:

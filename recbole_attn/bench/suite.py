@@ -246,8 +246,8 @@ def run_benchmark(
         raise UsageError("jobs > 1 needs one process per model: drop --in_process")
     if tune < 0:
         raise UsageError(f"tune must be >= 0 trials per model, got {tune}")
-    plan = dict(dataset=dataset, models=models, attention_types=attention_types, budget=budget, epochs=epochs,
-                data_path=data_path, config_files=config_files, overrides=overrides)
+    plan: dict[str, Any] = dict(dataset=dataset, models=models, attention_types=attention_types, budget=budget,
+                                epochs=epochs, data_path=data_path, config_files=config_files, overrides=overrides)
     specs = plan_rows(**plan, seeds=seeds)
     labels = list(dict.fromkeys(spec["label"] for spec in specs))
     if reference is None:

@@ -106,7 +106,7 @@ class AttentionPooling(nn.Module):
         if attention_type == "additive":
             self.query_proj = nn.Linear(query_size, attention_size, bias=False)
             self.key_proj = nn.Linear(key_size, attention_size)
-            self.energy = nn.Linear(attention_size, 1, bias=False)
+            self.energy: nn.Module = nn.Linear(attention_size, 1, bias=False)
         elif attention_type == "general":
             self.query_proj = nn.Linear(query_size, key_size, bias=False)
         elif attention_type == "linear":

@@ -2,9 +2,10 @@
 
 AttnSeq: one panel per layer and head (rows = layers, columns = heads), each
 the causal attention matrix over the history: query position down, attended
-item across; with ``readout: attention`` a last row holds the readout's pooling. AttnRNN: one panel, its causal pooling weights. Items are labelled by title
-where the dataset has one. Drawn with matplotlib's object API (no pyplot, no
-global backend change), so it works headless.
+item across; with ``readout: attention`` a last row holds the readout's
+pooling. AttnRNN: one panel, its causal pooling weights. Items are labelled by
+title where the dataset has one. Drawn with matplotlib's object API (no
+pyplot, no global backend change), so it works headless.
 """
 from __future__ import annotations
 
