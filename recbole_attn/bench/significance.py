@@ -48,8 +48,7 @@ def per_user_ndcg(hits: UserHits, k: int = 10) -> np.ndarray:
 
 def per_user_hit(hits: UserHits, k: int = 10) -> np.ndarray:
     """Each user's Hit@k (1.0 or 0.0)."""
-    found: np.ndarray = hits.hits[:, :k].any(axis=1).astype(np.float64)
-    return found
+    return np.count_nonzero(hits.hits[:, :k], axis=1).clip(max=1).astype(np.float64)
 
 
 def aligned(runs: Sequence[UserHits], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
