@@ -135,12 +135,16 @@ def test_plots_of_failed_rows_only_are_empty_charts(tmp_path):
         ("GRU4Rec", "GRU4Rec", {}),
     ]),
     (["AttnRNN[linear]"], ["dot"], [("AttnRNN[linear]", "AttnRNN", {"attention_type": "linear"})]),
+    (["AttnSeq", "AttnSeq[readout=attention; n_layers=1]"], [], [
+        ("AttnSeq", "AttnSeq", {}),
+        ("AttnSeq[readout=attention; n_layers=1]", "AttnSeq", {"readout": "attention", "n_layers": 1})]),
 ])
 def test_models_expand_to_rows(models, types, expected):
     assert suite.expand_models(models, types) == expected
 
 
-@pytest.mark.parametrize("models", [["AttnSeq", "AttnSeq"], ["AttnRNN[general", "x"], ["AttnSeqq"], []])
+@pytest.mark.parametrize("models", [["AttnSeq", "AttnSeq"], ["AttnRNN[general", "x"], ["AttnSeqq"], [],
+                                    ["AttnSeq[=x]"], ["AttnSeq[readout=attention;oops]"]])
 def test_bad_model_lists_fail_before_training(models):
     with pytest.raises(UsageError):
         suite.plan_rows("ml-100k", models)

@@ -51,8 +51,8 @@ def parse_args(argv: Sequence[str], prog: str = "python -m recbole_attn.bench") 
     parser.add_argument("--dataset", default="ml-100k", help="dataset name (default: ml-100k, embedded)")
     parser.add_argument("--data_path", default=None, help="folder holding DATASET/DATASET.inter")
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                        help="comma-separated; NAME[attention_type] picks an AttnRNN attention "
-                             "(default: %(default)s)")
+                        help="comma-separated; NAME[attention_type] picks an AttnRNN attention, "
+                             "NAME[key=value;key=value] a variant row (default: %(default)s)")
     parser.add_argument("--attention_types", default="",
                         help="comma-separated AttnRNN attention types, one row each, "
                              "e.g. additive,general,dot")

@@ -24,7 +24,7 @@ from recbole_attn.config import AttnConfig, known_keys, parse_cmd_args
 from recbole_attn.data.checks import check_dataset_files
 from recbole_attn.errors import UsageError
 from recbole_attn.results import machine, versions
-from recbole_attn.values import parse_values, read_yaml_file
+from recbole_attn.values import parse_value, parse_values, read_yaml_file
 
 DEFAULT_MODELS = ("AttnSeq", "AttnRNN", "SASRec", "GRU4Rec", "NARM", "STAMP", "BERT4Rec", "Caser",
                   "LightSANs", "CORE")
@@ -50,7 +50,7 @@ def _lightsans_tweaks(properties: dict[str, Any]) -> dict[str, Any]:
 
 #: Per-model keys derived from the shared properties (a user's own value wins).
 MODEL_TWEAKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"LightSANs": _lightsans_tweaks}
-_ROW_NAME = re.compile(r"(\w+)(?:\[(\w+)\])?")
+_ROW_NAME = re.compile(r"(\w+)(?:\[([^\[\]]+)\])?")
 
 
 def split_list(text: str | Sequence[str]) -> list[str]:
@@ -59,18 +59,33 @@ def split_list(text: str | Sequence[str]) -> list[str]:
     return [part.strip() for part in parts if part.strip()]
 
 
+def row_keys(name: str, inside: str) -> dict[str, Any]:
+    """The keys of ``NAME[...]``: ``general`` -> ``{attention_type: general}``,
+    ``readout=attention;n_layers=1`` -> those keys (values read as literals)."""
+    if "=" not in inside:
+        return {"attention_type": inside}
+    keys = {}
+    for part in inside.split(";"):
+        key, sep, value = part.partition("=")
+        if not sep or not re.fullmatch(r"\w+", key.strip()):
+            raise UsageError(f"cannot read model {name!r}: expected NAME[key=value;key=value]")
+        keys[key.strip()] = parse_value(value.strip())
+    return keys
+
+
 def expand_models(models: Sequence[str], attention_types: Sequence[str] = ()) -> list[tuple[str, str, dict]]:
     """``(label, model, row keys)`` per row: ``AttnRNN[general]`` is AttnRNN
-    with ``attention_type=general``; ``attention_types`` expands a plain
-    ``AttnRNN`` into one such row per type."""
+    with ``attention_type=general``, ``AttnSeq[readout=attention]`` AttnSeq
+    with that key (a variant beside the default row); ``attention_types``
+    expands a plain ``AttnRNN`` into one row per type."""
     rows = []
     for name in models:
         match = _ROW_NAME.fullmatch(name)
         if match is None:
-            raise UsageError(f"cannot read model {name!r}: expected NAME or NAME[attention_type]")
-        model, attention_type = match.groups()
-        if attention_type:
-            rows.append((name, model, {"attention_type": attention_type}))
+            raise UsageError(f"cannot read model {name!r}: expected NAME, NAME[attention_type] or NAME[key=value]")
+        model, inside = match.groups()
+        if inside:
+            rows.append((name, model, row_keys(name, inside)))
         elif attention_types and model in ATTENTION_TYPE_MODELS:
             rows += [(f"{model}[{kind}]", model, {"attention_type": kind}) for kind in attention_types]
         else:
