@@ -55,6 +55,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 #: Valid values of the options this project adds to RecBole's.
 PROJECT_CHOICES = {
     "train_mode": ("prefix", "all_positions"),
+    "item_init": ("random", "word2vec"),
 }
 PROJECT_DEFAULTS: dict[str, Any] = {
     "train_mode": "prefix",
@@ -73,6 +74,8 @@ PROJECT_DEFAULTS: dict[str, Any] = {
     "window_overlap": 0.0,
     "strict_keys": False,
     "save_user_ranks": False,
+    "item_init": "random",
+    "item_init_freeze": False,
 }
 
 

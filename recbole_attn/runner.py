@@ -33,6 +33,7 @@ from recbole_attn.data.rows import attach_seen_filters
 from recbole_attn.data.checks import check_dataset_files
 from recbole_attn.errors import RunFailed, UsageError
 from recbole_attn.hooks import TrainerHook, build_hooked_trainer
+from recbole_attn.item_init import initialize_item_table
 from recbole_attn.logs import run_log, summary_logger
 from recbole_attn.models.base import AttnSequentialRecommender
 from recbole_attn.results import machine, unique_results_path, versions, write_json_atomic
@@ -159,7 +160,9 @@ def _experiment(
 
     init_seed(config["seed"] + distributed.rank(), config["reproducibility"])  # RecBole: + local_rank, per machine
     model_class = config.model_class
-    recommender = model_class(config, train_data.dataset).to(config["device"])
+    recommender = model_class(config, train_data.dataset)
+    initialize_item_table(recommender, config, train_data.dataset)
+    recommender = recommender.to(config["device"])
     logger.info(recommender)
     clock = EpochClock(config["time_budget"])
     last = LastCheckpoint(train_data, extra=lambda: {"curve": clock.curve})

@@ -169,6 +169,7 @@ KEY_CHECKS: dict[str, Check] = {
     "filter_seen": boolean,
     "strict_keys": boolean,
     "save_user_ranks": boolean,
+    "item_init_freeze": boolean,
     "state": log_level,
     "checkpoint_dir": text,
     "output_dir": text,
