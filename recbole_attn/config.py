@@ -87,6 +87,21 @@ def project_properties_dir() -> Path:
     raise FileNotFoundError(f"project properties not found beside {_PACKAGE_DIR}")
 
 
+def load_user_features(final: dict[str, Any]) -> None:
+    """``user_features`` also loads those columns of the ``.user`` file, so
+    that naming the features is all a user has to do."""
+    wanted = final.get("user_features") or []
+    wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+    if not wanted:
+        return
+    if not all(isinstance(field, str) for field in wanted):
+        raise UsageError(f"user_features must be a list of user field names, got {final['user_features']!r}")
+    load_col = dict(final.get("load_col") or {})
+    columns = list(load_col.get("user") or [final["USER_ID_FIELD"]])
+    load_col["user"] = columns + [field for field in wanted if field not in columns]
+    final["load_col"] = load_col
+
+
 def model_option_choices(model_class: type) -> dict[str, tuple[str, ...]]:
     """Valid values of a model's text options, where the model declares them
     (``option_choices``; RecBole's models check their own, at build time)."""
@@ -199,6 +214,7 @@ class AttnConfig(Config):
         self._check_known_keys(final)
         if final.get("loss_type") == "BPR" and final.get("train_neg_sample_args") is None:
             final["train_neg_sample_args"] = {"distribution": "uniform", "sample_num": 1}
+        load_user_features(final)
         return final
 
     def known_keys(self) -> set[str]:

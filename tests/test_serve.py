@@ -291,3 +291,54 @@ def test_cli_explain_prints_weights_and_draws(attnseq, capsys, tmp_path):
 def test_cli_bad_input_exits_2(attnseq, capsys, args, message):
     code = main([arg.format(ckpt=attnseq["checkpoint"]) for arg in args])
     assert code == 2 and message in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def with_user(ml100k_root, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("user-token")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        settings = {**TRAIN, "data_path": str(ml100k_root), "checkpoint_dir": str(folder / "saved"),
+                    "user_features": ["age", "gender", "occupation"], "readout": "attention"}
+        result = recbole_attn.run("AttnSeq", "ml-100k", config_dict=settings, write_results=False)
+    return load(result["checkpoint"], device="cpu")
+
+
+def test_a_new_user_with_features_is_served_like_the_known_user(with_user):
+    known = recommend(with_user, users=["1"], k=10)
+    history = with_user.history("1")
+    features = {"age": "24", "gender": "M", "occupation": "technician"}  # user 1 in ml-100k.user
+    as_new = recommend(with_user, histories=[history, history], user_features=[features, None], k=10)
+    np.testing.assert_allclose(as_new.scores[0], known.scores[0], rtol=1e-5)
+    assert list(as_new.items[0]) == list(known.items[0])
+    without = recommend(with_user, histories=[history], k=10)  # no features: the unknown-user vector
+    np.testing.assert_allclose(as_new.scores[1], without.scores[0], rtol=1e-5)
+    assert not np.allclose(as_new.scores[0], as_new.scores[1])
+
+
+@pytest.mark.parametrize("user_features, message", [
+    ([{"salary": "1"}], "unknown user feature 'salary'; the model takes: age, gender, occupation"),
+    ([{"occupation": "astronaut"}], "unknown user feature values in dataset ml-100k: 'occupation=astronaut'"),
+    ({"age": "24"}, "one dict \\(or None\\) per history"),
+])
+def test_bad_user_features_are_named(with_user, user_features, message):
+    with pytest.raises(UsageError, match=message):
+        recommend(with_user, histories=[["50"]], user_features=user_features)
+
+
+def test_explain_shows_the_user_token_and_the_readout(with_user, tmp_path):
+    explained = explain(with_user, user="3")
+    assert explained.items[0] == "(user)" and explained.panels[-1] == "readout"
+    assert explained.grid == (3, 2) and explained.positions[-1] == (2, 0)
+    np.testing.assert_allclose(explained.weights.sum(axis=1), 1.0, atol=1e-5)
+    assert (explained.weights[:-1, 0] > 0).all()  # every head attends to the user
+    assert explained.weights[-1, 0] == 0  # the readout pools item outputs only
+    with pytest.raises(UsageError, match="user_features is not supported"):
+        from recbole_attn.serve.export import export_model
+
+        pytest.importorskip("onnx")
+        export_model(with_user, tmp_path / "export")
+    pytest.importorskip("matplotlib")
+    from recbole_attn.serve.plot import plot_explanation
+
+    assert plot_explanation(explained, tmp_path / "user.png").read_bytes()[:4] == b"\x89PNG"

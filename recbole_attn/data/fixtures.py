@@ -54,8 +54,9 @@ def write_sequential_pattern(
 
 
 def write_ml100k_subset(root: str | Path, n_users: int = 60, with_items: bool = True) -> Path:
-    """Write the interactions of ml-100k's ``n_users`` lowest user ids (and,
-    optionally, the item file) to ``root/ml-100k``; pass ``data_path=root``."""
+    """Write the interactions and features of ml-100k's ``n_users`` lowest
+    user ids (and, optionally, the item file) to ``root/ml-100k``; pass
+    ``data_path=root``."""
     folder = Path(root) / "ml-100k"
     folder.mkdir(parents=True, exist_ok=True)
     with open(ML100K_DIR / "ml-100k.inter") as source, open(folder / "ml-100k.inter", "w") as out:
@@ -63,6 +64,9 @@ def write_ml100k_subset(root: str | Path, n_users: int = 60, with_items: bool = 
         for line in source:
             if int(line.split("\t", 1)[0]) <= n_users:
                 out.write(line)
+    with open(ML100K_DIR / "ml-100k.user") as source, open(folder / "ml-100k.user", "w") as out:
+        out.write(source.readline())
+        out.writelines(line for line in source if int(line.split("\t", 1)[0]) <= n_users)
     if with_items:
         (folder / "ml-100k.item").write_bytes((ML100K_DIR / "ml-100k.item").read_bytes())
     return folder

@@ -68,6 +68,7 @@ class AttnRNN(AttnSequentialRecommender):
     against the (tied) item embedding table."""
 
     supports_all_positions = True
+    supports_user_features = True
     option_choices = {
         **AttnSequentialRecommender.option_choices,
         "rnn_type": tuple(RNN_TYPES), "attention_type": ATTENTION_TYPES, "attend_over": ATTEND_OVER,
@@ -103,8 +104,13 @@ class AttnRNN(AttnSequentialRecommender):
                 f"(a learned projection) or equal sizes"
             )
 
+        if self.user_features and self.attention_type == "none":
+            raise UsageError("user_features joins the attention pooling as one more key; "
+                             "attention_type 'none' has no pooling: choose another attention_type")
+
         # layers
         self.item_embedding = nn.Embedding(self.n_items, self.embedding_size, padding_idx=0)
+        self.build_user_token(dataset, key_size)  # one more key and value of the pooling
         self.emb_dropout = nn.Dropout(self.emb_dropout_prob)
         self.rnn = RNN_TYPES[self.rnn_type](
             self.embedding_size, self.hidden_size, self.num_layers, batch_first=True
@@ -164,7 +170,8 @@ class AttnRNN(AttnSequentialRecommender):
         return embedded, states
 
     def _represent(
-        self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, all_positions: bool, need_weights: bool = False
+        self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, all_positions: bool, need_weights: bool = False,
+        user: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """User vectors (B, Lq, E) and, with ``need_weights``, the weight
         (B, Lq, L) of each history position in them.
@@ -175,7 +182,8 @@ class AttnRNN(AttnSequentialRecommender):
         and a key mask hides padding. The vector at position t of the first is
         the second's for the prefix ending at t. Under the causal mask alone,
         queries at padded positions see padding, but their vectors are never
-        used (their targets are padding)."""
+        used (their targets are padding). With a user token, it is key 0,
+        which every query may see, and the weights (B, Lq, 1 + L) have it first."""
         embedded, states = self.encode_history(item_seq)
         length = item_seq.shape[1]
         positions = torch.arange(length, device=item_seq.device)
@@ -192,27 +200,44 @@ class AttnRNN(AttnSequentialRecommender):
                 weights = (positions == own).to(states.dtype).expand(item_seq.shape[0], -1, -1)
         else:
             keys = states if self.attend_over == "hidden" else embedded
+            offset = 0
+            if self.user_token is not None:
+                if user is None:  # nothing known about these users
+                    user = {field: item_seq.new_zeros(len(item_seq), 1) for field in self.user_token.fields}
+                keys = torch.cat([self.user_token(user)[:, None].to(keys.dtype), keys], dim=1)
+                offset = 1
+                if key_mask is not None:
+                    key_mask = torch.cat([key_mask.new_ones(len(key_mask), 1), key_mask], dim=1)
             context, weights = self.pooling(
-                query, keys, keys, key_mask=key_mask, causal=all_positions, need_weights=need_weights
+                query, keys, keys, key_mask=key_mask, causal=all_positions, need_weights=need_weights,
+                causal_offset=offset,
             )
             fused = torch.cat([context, query], dim=-1) if self.fusion == "concat" else context
         return self.output_proj(self.fusion_dropout(fused)), weights
 
-    def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+    def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor,
+                user: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """(B, E) user vector from the last valid position's state."""
-        return self._represent(item_seq, item_seq_len, all_positions=False)[0][:, 0]
+        return self._represent(item_seq, item_seq_len, all_positions=False, user=user)[0][:, 0]
 
-    def encode(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+    def encode(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor,
+               user: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """(B, L, E) user vector at every position from one RNN pass; position
         t sees items <= t and equals :meth:`forward` of the prefix ending at t."""
-        return self._represent(item_seq, item_seq_len, all_positions=True)[0]
+        return self._represent(item_seq, item_seq_len, all_positions=True, user=user)[0]
 
-    def attention_weights(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
-        """(B, 1, L, L) causal pooling weights of each position's user vector
+    def attention_weights(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor,
+                          user: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """(B, 1, P, P) causal pooling weights of each position's user vector
         over the history; the row of the last valid position is the weight of
-        each item in :meth:`forward`'s vector (exactly 0 on padding)."""
-        weights = self._represent(item_seq, item_seq_len, all_positions=True, need_weights=True)[1]
+        each item in :meth:`forward`'s vector (exactly 0 on padding). With a
+        user token, P = 1 + L and position 0 is the user (its own row: 1 on itself)."""
+        weights = self._represent(item_seq, item_seq_len, all_positions=True, need_weights=True, user=user)[1]
         assert weights is not None
+        if self.user_token is not None:
+            user_row = torch.zeros_like(weights[:, :1])
+            user_row[..., 0] = 1.0
+            weights = torch.cat([user_row, weights], dim=1)
         return weights[:, None]
 
     def attention_panels(self) -> list[list[str]]:

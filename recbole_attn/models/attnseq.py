@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from recbole.utils import FeatureType
 from torch import nn
 
@@ -75,6 +76,7 @@ class AttnSeq(AttnSequentialRecommender):
     with the (tied) item embedding table."""
 
     supports_all_positions = True
+    supports_user_features = True
     option_choices = {**AttnSequentialRecommender.option_choices, "feature_fusion": FEATURE_FUSIONS,
                       "readout": READOUTS}
 
@@ -106,7 +108,10 @@ class AttnSeq(AttnSequentialRecommender):
 
         # layers
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
-        self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
+        self.build_user_token(dataset, self.hidden_size)
+        #: Positions before the first item: the user token's.
+        self.offset = 1 if self.user_token is not None else 0
+        self.position_embedding = nn.Embedding(self.max_seq_length + self.offset, self.hidden_size)
         self.feature_embedding = (
             ItemFeatureEmbedding(dataset, self.selected_features, self.hidden_size)
             if self.selected_features
@@ -148,8 +153,9 @@ class AttnSeq(AttnSequentialRecommender):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
 
-    def embed(self, item_seq: torch.Tensor) -> torch.Tensor:
-        """(B, L, H) input: item (+ features) + position embeddings."""
+    def embed(self, item_seq: torch.Tensor, user: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """(B, L, H) input: item (+ features) + position embeddings; with a
+        user token, (B, 1 + L, H) with the user first."""
         x = self.item_embedding(item_seq)
         if self.feature_embedding is not None:
             features = self.feature_embedding(item_seq)
@@ -157,52 +163,67 @@ class AttnSeq(AttnSequentialRecommender):
                 x = self.feature_fusion_proj(torch.cat([x, features], dim=-1))
             else:
                 x = x + features
-        positions = torch.arange(item_seq.shape[1], device=item_seq.device)
+        if self.user_token is not None:
+            if user is None:  # nothing known about these users
+                user = {field: item_seq.new_zeros(len(item_seq), 1) for field in self.user_token.fields}
+            x = torch.cat([self.user_token(user)[:, None].to(x.dtype), x], dim=1)
+        positions = torch.arange(x.shape[1], device=item_seq.device)
         x = x + self.position_embedding(positions)
         return self.emb_dropout(self.input_norm(x))
 
-    def encode(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
-        """(B, L, H) output at every position; position t sees items <= t."""
-        return self._encode(item_seq, need_weights=False)[0]
+    def encode(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor,
+               user: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """(B, L, H) output at every item position; position t sees items <= t
+        (and the user token)."""
+        return self._encode(item_seq, need_weights=False, user=user)[0]
 
-    def _encode(self, item_seq: torch.Tensor, need_weights: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """:meth:`encode`, and with ``need_weights`` each layer's (B, heads, L, L)
-        weights, then the readout's (B, 1, L, L)."""
-        x = self.embed(item_seq)
+    def _encode(self, item_seq: torch.Tensor, need_weights: bool, user: dict[str, torch.Tensor] | None = None,
+                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """:meth:`encode`, and with ``need_weights`` each layer's (B, heads, P, P)
+        weights, then the readout's (B, 1, P, P); P = L, or 1 + L with the
+        user token first (the readout pools item outputs: its user row and
+        column are 1 on the user and 0 elsewhere)."""
+        x = self.embed(item_seq, user)
         layer_weights = []
         for block in self.blocks:
             x, weights = block(x, need_weights)
             if weights is not None:
                 layer_weights.append(weights)
-        x = self.final_norm(x)
+        x = self.final_norm(x)[:, self.offset:]
         if self.readout_pooling is not None:  # position t pools the outputs at positions <= t
             x, weights = self.readout_pooling(x, x, x, causal=True, need_weights=need_weights)
             if weights is not None:
-                layer_weights.append(weights[:, None])
+                weights = F.pad(weights[:, None], (self.offset, 0, self.offset, 0))
+                if self.offset:
+                    weights[:, :, 0, 0] = 1.0
+                layer_weights.append(weights)
         return x, layer_weights
 
-    def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+    def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor,
+                user: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """The representation at the last valid position, as ``encode`` gives
         it. With ``readout: last`` the last block computes only that position
         (nothing reads the others), which saves about half the work of a
         2-layer model at evaluation; the attention readout pools every output
         up to it."""
-        x = self.embed(item_seq)
+        x = self.embed(item_seq, user)
         for block in self.blocks[:-1]:
             x, _ = block(x)
         last = item_seq_len - 1
         if self.readout_pooling is None:
-            x, _ = self.blocks[-1](x, query_index=last)
+            x, _ = self.blocks[-1](x, query_index=last + self.offset)
             return self.final_norm(x[:, 0])
-        x = self.final_norm(self.blocks[-1](x)[0])
+        x = self.final_norm(self.blocks[-1](x)[0])[:, self.offset:]
         valid = torch.arange(x.shape[1], device=x.device)[None, :] <= last[:, None]
         pooled, _ = self.readout_pooling(select_positions(x, last), x, x, key_mask=valid)
         return pooled[:, 0]
 
-    def attention_weights(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
-        """(B, panels, L, L) weights of each position over earlier ones: every
-        layer's heads, then the readout's pooling when ``readout: attention``."""
-        return torch.cat(self._encode(item_seq, need_weights=True)[1], dim=1)
+    def attention_weights(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor,
+                          user: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """(B, panels, P, P) weights of each position over earlier ones (see
+        :meth:`_encode`): every layer's heads, then the readout's pooling when
+        ``readout: attention``."""
+        return torch.cat(self._encode(item_seq, need_weights=True, user=user)[1], dim=1)
 
     def attention_panels(self) -> list[list[str]]:
         rows = [[f"layer {layer + 1}, head {head + 1}" for head in range(self.n_heads)]

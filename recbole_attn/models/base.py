@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
 
-from recbole_attn.errors import check_choice, check_positive
+from recbole_attn.errors import UsageError, check_choice, check_positive
 from recbole_attn.models.linear_ce import linear_cross_entropy
+from recbole_attn.models.user_token import UserToken, user_feature_list
 
 #: Field of the all-positions training rows that holds each position's next
 #: item (0 = padding); its presence switches :meth:`calculate_loss` mode.
@@ -65,9 +66,13 @@ class AttnSequentialRecommender(SequentialRecommender):
             item_counts[list(counts)] = torch.tensor(list(counts.values()), dtype=torch.float)
         self.register_buffer("negative_weights", item_counts, persistent=False)
         self._expects_all_positions = config["train_mode"] == "all_positions"
+        self.user_features = user_feature_list(config["user_features"])
+        self.user_token: UserToken | None = None  # a model that supports user_features builds it
 
     # -- to be supplied by each model ---------------------------------------
     item_embedding: nn.Embedding
+    #: Whether the model takes ``user_features`` (``forward``/``encode``/``attention_weights`` accept ``user``).
+    supports_user_features: ClassVar[bool] = False
 
     def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
         """(B, D) representation of each history, D = item embedding size."""
@@ -79,7 +84,8 @@ class AttnSequentialRecommender(SequentialRecommender):
 
     def attention_weights(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
         """(B, P, L, L) causal attention of P panels (query position by
-        attended position), what ``explain`` shows."""
+        attended position), what ``explain`` shows; (B, P, L + 1, L + 1)
+        with a user token, which is position 0."""
         raise NotImplementedError(f"{type(self).__name__} exposes no attention weights")
 
     def attention_panels(self) -> list[list[str]]:
@@ -87,6 +93,25 @@ class AttnSequentialRecommender(SequentialRecommender):
         raise NotImplementedError(f"{type(self).__name__} exposes no attention weights")
 
     # -- shared --------------------------------------------------------------
+    def build_user_token(self, dataset: Any, size: int) -> None:
+        """The user token of ``user_features`` (nothing when there are none)."""
+        if not self.user_features:
+            return
+        if not self.supports_user_features:
+            raise UsageError(f"user_features: {type(self).__name__} does not take user features")
+        self.user_token = UserToken(dataset, self.user_features, size)
+
+    def user_input(self, interaction: Any) -> dict[str, Any]:
+        """``{"user": features}`` for the model's ``forward``/``encode``: each
+        user feature's tokens from the batch (RecBole joins them into its rows;
+        a served new user may bring them), else looked up by user id; ``{}``
+        without a user token, so models without one keep their signature."""
+        if self.user_token is None:
+            return {}
+        if all(field in interaction for field in self.user_features):
+            return {"user": {field: interaction[field] for field in self.user_features}}
+        return {"user": self.user_token.features_of(interaction[self.USER_ID])}
+
     def _sample_negatives(self, count: int, device: torch.device) -> torch.Tensor:
         """``count`` item ids (never the padding id 0), drawn on ``device``."""
         if self.negative_sampler == "popularity":
@@ -139,20 +164,25 @@ class AttnSequentialRecommender(SequentialRecommender):
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         if TARGET_SEQ_FIELD in interaction:
             targets = interaction[TARGET_SEQ_FIELD]  # (B, L), 0 = no target
-            return self._all_positions_loss(self.encode(item_seq, item_seq_len), targets)
+            hidden = self.encode(item_seq, item_seq_len, **self.user_input(interaction))
+            return self._all_positions_loss(hidden, targets)
         if self._expects_all_positions:  # a trainer that is not AttnTrainer handed RecBole's prefix rows
             warnings.warn(f"{type(self).__name__} is configured with train_mode='all_positions' but is trained on "
                           f"prefix rows: train it with recbole_attn's trainer (recbole.utils.get_trainer after "
                           f"'import recbole_attn', or recbole_attn.run)", stacklevel=2)
             self._expects_all_positions = False  # once
         negatives = interaction[self.NEG_ITEM_ID] if self.NEG_ITEM_ID in interaction else None
-        return self._loss(self.forward(item_seq, item_seq_len), interaction[self.POS_ITEM_ID], negatives)
+        hidden = self.forward(item_seq, item_seq_len, **self.user_input(interaction))
+        return self._loss(hidden, interaction[self.POS_ITEM_ID], negatives)
 
     def predict(self, interaction: Any) -> torch.Tensor:
         """Scores of (history, item) rows. Sampled evaluation (``uni100``)
         repeats each history once per candidate item: each distinct history
         is encoded once, so it costs about what full ranking does."""
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        if self.user_token is not None:  # the same history of two users is two inputs
+            hidden = self.forward(item_seq, item_seq_len, **self.user_input(interaction))
+            return (hidden * self.item_embedding(interaction[self.ITEM_ID])).sum(-1)
         histories, row_history = torch.unique(item_seq, dim=0, return_inverse=True)
         lengths = torch.zeros(len(histories), dtype=item_seq_len.dtype, device=item_seq_len.device)
         lengths.scatter_(0, row_history, item_seq_len)  # a history's rows share its length
@@ -165,7 +195,8 @@ class AttnSequentialRecommender(SequentialRecommender):
         full-sort ranking (:mod:`recbole_attn.evaluation`) calls it item chunk
         by item chunk, so no (B, n_items) matrix is ever made; a model that
         scores differently overrides this, not :meth:`full_sort_predict`."""
-        hidden = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        hidden = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN],
+                              **self.user_input(interaction))
         table = self.item_embedding.weight
         return lambda start, end: hidden @ table[start:end].T
 

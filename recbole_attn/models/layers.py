@@ -27,6 +27,7 @@ def attend(
     dropout_p: float = 0.0,
     need_weights: bool = False,
     bias: torch.Tensor | None = None,
+    causal_offset: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``softmax(query key^T * scale + bias + mask) value`` over the last two dims.
 
@@ -38,15 +39,17 @@ def attend(
     differentiates through it, so every scorer shares this one softmax.
     With only ``causal`` the fused causal kernel runs; otherwise causal,
     key mask and bias become one mask (SDPA refuses ``attn_mask`` together
-    with ``is_causal``). Returns the output (B, h, Lq, dv) and, if
-    ``need_weights``, the weights (B, h, Lq, Lk), computed without dropout.
+    with ``is_causal``). ``causal_offset``: query i may see keys up to
+    i + offset (keys that precede the queries' sequence, e.g. a user token).
+    Returns the output (B, h, Lq, dv) and, if ``need_weights``, the weights
+    (B, h, Lq, Lk), computed without dropout.
     """
     allowed = None  # bool, broadcastable to (B, h, Lq, Lk): where attention may look
     if key_mask is not None:
         allowed = key_mask[:, None, None, :]  # (B, 1, 1, Lk)
-    if causal and (allowed is not None or bias is not None):
+    if causal and (allowed is not None or bias is not None or causal_offset):
         lq, lk = query.shape[-2], key.shape[-2]
-        tril = torch.ones(lq, lk, dtype=torch.bool, device=query.device).tril()
+        tril = torch.ones(lq, lk, dtype=torch.bool, device=query.device).tril(diagonal=causal_offset)
         allowed = tril if allowed is None else allowed & tril
     if bias is None:
         attn_mask = allowed
@@ -145,15 +148,16 @@ class AttentionPooling(nn.Module):
         key_mask: torch.Tensor | None = None,
         causal: bool = False,
         need_weights: bool = False,
+        causal_offset: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Contexts (B, Lq, Dv) of queries (B, Lq, Dq) over keys (B, Lk, Dk)
         and values (B, Lk, Dv), and, with ``need_weights``, the pooling
         weights (B, Lq, Lk): zero where ``key_mask`` (B, Lk) is False and,
-        with ``causal``, on keys after the query's position."""
+        with ``causal``, on keys after the query's position (+ ``causal_offset``)."""
         q, k, scale, logits = self.sdpa_inputs(query, keys)
         context, weights = attend(
             q, k, values[:, None], key_mask=key_mask, causal=causal, scale=scale, need_weights=need_weights,
-            bias=logits,
+            bias=logits, causal_offset=causal_offset,
         )
         return context[:, 0], weights[:, 0] if weights is not None else None
 

@@ -15,6 +15,10 @@ from recbole_attn.serve.load import LoadedModel
 from recbole_attn.serve.queries import model_input, resolve_queries, tail_windows
 
 
+#: How the user token (``user_features``) appears among the explained positions.
+USER_TOKEN = "(user)"
+
+
 @dataclass(frozen=True)
 class Explanation:
     """Attention over one history window (the model's input, oldest first).
@@ -24,7 +28,8 @@ class Explanation:
     for AttnSeq, ``"pooling"`` for AttnRNN). ``matrices`` (panels, n, n):
     the whole causal attention, query position by attended position.
     ``padding_weights`` (panels, L - n): weight left on the padding slots of
-    the model's window (zero). ``grid``: (rows, columns) of the panels
+    the model's window (zero). With ``user_features`` the user token is
+    position 0, listed as ``"(user)"``. ``grid``: (rows, columns) of the panels
     (AttnSeq: layers by heads, plus a ``"readout"`` row with ``readout:
     attention``); ``positions``: each panel's (row, column) in it.
     """
@@ -70,17 +75,21 @@ def explain(
         raise UsageError("nothing to explain: every token was unknown and skipped")
     item_seq, lengths = tail_windows(queries.indptr, queries.indices, queries.rows, loaded.max_length)
     interaction = model_input(loaded, item_seq, lengths, queries.user_ids)
+    user_input = model.user_input(interaction) if hasattr(model, "user_input") else {}
     with torch.inference_mode():
-        weights = model.attention_weights(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN])
-    matrices = weights[0].float().cpu()  # (panels, L, L)
-    n = int(lengths[0])
+        weights = model.attention_weights(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN], **user_input)
+    matrices = weights[0].float().cpu()  # (panels, L, L), or (panels, 1 + L, 1 + L) with the user first
+    offset = matrices.shape[-1] - item_seq.shape[1]
+    n = int(lengths[0]) + offset
     rows = matrices[:, n - 1, :]  # the last position's row makes the prediction
-    tokens = loaded.item_tokens[item_seq[0, :n].numpy()].tolist()
+    tokens = loaded.item_tokens[item_seq[0, : n - offset].numpy()].tolist()
     titles = loaded.titles()
+    user_label = [USER_TOKEN] * offset
+    no_titles: list[str | None] = [None] * offset
     return Explanation(
         model=loaded.config["model"],
-        items=tokens,
-        titles=[titles.get(token) for token in tokens],
+        items=user_label + tokens,
+        titles=no_titles + [titles.get(token) for token in tokens],
         panels=[name for row in names for name in row],
         weights=rows[:, :n].numpy(),
         matrices=matrices[:, :n, :n].numpy(),

@@ -59,6 +59,9 @@ def export_model(loaded: LoadedModel, out_dir: str | os.PathLike, fmt: str = "on
     table = getattr(loaded.model, "item_embedding", None)
     if not isinstance(table, nn.Embedding):
         raise UsageError(f"model {loaded.config['model']} has no item_embedding table to export")
+    if getattr(loaded.model, "user_token", None) is not None:
+        raise UsageError("export of a model with user_features is not supported: the ONNX encoder takes "
+                         "item histories only")
     target = Path(out_dir)
     if target.exists():
         raise UsageError(f"export folder {str(target)!r} exists already; choose a new one")

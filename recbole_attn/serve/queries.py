@@ -99,8 +99,39 @@ def resolve_queries(
     return Queries(keys, indptr, indices, rows, torch.zeros(len(sequences), dtype=torch.long))
 
 
-def model_input(loaded: LoadedModel, item_seq: torch.Tensor, lengths: torch.Tensor, users: torch.Tensor) -> Interaction:
-    """The batch RecBole models read: history window, its length, the user id."""
+def model_input(loaded: LoadedModel, item_seq: torch.Tensor, lengths: torch.Tensor, users: torch.Tensor,
+                features: dict[str, torch.Tensor] | None = None) -> Interaction:
+    """The batch RecBole models read: history window, its length, the user id
+    (and, for new users of a model with ``user_features``, their feature ids)."""
     model = loaded.model
-    fields = {model.ITEM_SEQ: item_seq, model.ITEM_SEQ_LEN: lengths, loaded.dataset.uid_field: users}
+    fields = {model.ITEM_SEQ: item_seq, model.ITEM_SEQ_LEN: lengths, loaded.dataset.uid_field: users,
+              **(features or {})}
     return Interaction(fields).to(loaded.device)
+
+
+def user_feature_ids(
+    loaded: LoadedModel, user_features: Sequence[dict[str, Any] | None], keys: Sequence[Any], on_unknown: str,
+) -> dict[str, torch.Tensor]:
+    """``(len(keys), 1)`` ids per user feature of the model for the new users
+    ``keys`` (positions into ``user_features``); a feature left out, or a
+    token the dataset does not know (``on_unknown``), is id 0: a user with no
+    known feature gets the model's unknown-user vector."""
+    fields = list(getattr(loaded.model, "user_features", None) or [])
+    if not fields:
+        raise UsageError(f"model {loaded.config['model']} was trained without user_features; "
+                         "it cannot take a user's features")
+    dataset = loaded.dataset
+    columns = {field: torch.zeros(len(keys), 1, dtype=torch.long) for field in fields}
+    unknown: list[str] = []
+    for row, position in enumerate(keys):
+        given = user_features[position] or {}
+        extra = sorted(set(given) - set(fields))
+        if extra:
+            raise UsageError(f"unknown user feature {extra[0]!r}; the model takes: {', '.join(fields)}")
+        for field, token in given.items():
+            try:
+                columns[field][row, 0] = int(dataset.token2id(field, str(token)))
+            except ValueError:
+                unknown.append(f"{field}={token}")
+    _reject(f"unknown user feature values in dataset {loaded.config['dataset']}", unknown, on_unknown)
+    return columns

@@ -14,7 +14,7 @@ import torch
 from recbole_attn.errors import UsageError, check_positive
 from recbole_attn.evaluation import chunked_topk, item_scorer, resolve_chunk_size
 from recbole_attn.serve.load import LoadedModel
-from recbole_attn.serve.queries import model_input, resolve_queries, tail_windows
+from recbole_attn.serve.queries import model_input, resolve_queries, tail_windows, user_feature_ids
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ def recommend(
     on_unknown: str = "error",
     batch_size: int = 1024,
     item_chunk_size: int | None = None,
+    user_features: Sequence[dict[str, Any] | None] | None = None,
 ) -> Recommendations:
     """Top-``k`` items for known ``users`` (raw tokens) or for ``histories``
     (lists of raw item tokens, oldest first), never the padding item.
@@ -59,6 +60,10 @@ def recommend(
     skips them (an unknown user, an unknown item of a history).
     ``item_chunk_size``: items scored at a time (``None``: auto, at most
     256 MiB of scores per chunk; ``0``: the whole catalog at once).
+    ``user_features``: with ``histories`` of new users and a model trained
+    with ``user_features``, one dict of raw feature tokens (or ``None``) per
+    history, e.g. ``{"age": "25", "gender": "F"}``; without them (or for a
+    missing feature) the model's unknown-user vector stands in.
     """
     check_positive("k", k)
     check_positive("batch_size", batch_size)
@@ -66,12 +71,22 @@ def recommend(
     if k > loaded.n_items - 1:
         raise UsageError(f"k={k} is more than the {loaded.n_items - 1} items of dataset {loaded.config['dataset']}")
     queries = resolve_queries(loaded, users, histories, on_unknown)
+    features = None
+    if user_features is not None:
+        if histories is None:
+            raise UsageError("user_features go with histories (new users); known users bring their own")
+        if isinstance(user_features, dict) or len(user_features) != len(histories):
+            raise UsageError("user_features must be a list with one dict (or None) per history")
+        features = user_feature_ids(loaded, user_features, queries.keys, on_unknown)
     all_items, all_scores = [], []
     with torch.inference_mode():
         for start in range(0, len(queries.rows), batch_size):
             rows = queries.rows[start : start + batch_size]
             item_seq, lengths = tail_windows(queries.indptr, queries.indices, rows, loaded.max_length)
-            interaction = model_input(loaded, item_seq, lengths, queries.user_ids[start : start + batch_size])
+            batch_features = None if features is None else {
+                field: ids[start : start + batch_size] for field, ids in features.items()}
+            interaction = model_input(loaded, item_seq, lengths, queries.user_ids[start : start + batch_size],
+                                      batch_features)
             exclude = None
             if exclude_seen:  # every item of the whole history (padding 0 is ranked last anyway)
                 longest = int((queries.indptr[rows + 1] - queries.indptr[rows]).max())

@@ -1,0 +1,70 @@
+"""The user as one more token: their features (``user_features``, e.g.
+ml-1m's age, gender and occupation) embedded and summed into one vector that
+the sequence models attend to beside the items, so that user and item
+features meet in one attention (as in Chen et al., "Behavior Sequence
+Transformer", DLP-KDD 2019, which puts user and item features in one
+self-attention). A learned "unknown user" vector stands in where nothing is
+known: a user id without features, or a new user served without them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from recbole.utils import FeatureType
+from torch import nn
+
+from recbole_attn.errors import UsageError
+
+#: Field types a user feature may have (token_seq: the mean of its tokens' embeddings).
+USER_FEATURE_TYPES = (FeatureType.TOKEN, FeatureType.TOKEN_SEQ)
+
+
+def user_feature_list(value: Any) -> list[str]:
+    """``user_features`` as a list of field names (a single name is a list of one)."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+class UserToken(nn.Module):
+    """``(B,)`` user ids or per-field token ids -> ``(B, size)`` user vectors."""
+
+    def __init__(self, dataset: Any, fields: list[str], size: int) -> None:
+        super().__init__()
+        self.fields = fields
+        user_feat = dataset.get_user_feature()
+        loaded = [f for f in dataset.field2type if f in user_feat and f != dataset.uid_field]
+        self.embeddings = nn.ModuleDict()
+        for field in fields:
+            if field not in loaded:
+                raise UsageError(
+                    f"user_features: {field!r} is not a user feature of {dataset.dataset_name}; valid choices: "
+                    f"{', '.join(loaded) or 'none (the dataset has no .user file, or load_col loads none of it)'}")
+            if dataset.field2type[field] not in USER_FEATURE_TYPES:
+                raise UsageError(f"user_features: {field!r} is a {dataset.field2type[field].value} field; "
+                                 f"only token and token_seq fields can be embedded")
+            tokens = user_feat[field]
+            tokens = tokens[:, None] if tokens.dim() == 1 else tokens  # (n_users, T), 0 = no value
+            self.register_buffer(f"tokens_{field}", tokens.long(), persistent=False)
+            self.embeddings[field] = nn.Embedding(dataset.num(field), size, padding_idx=0)
+        self.unknown = nn.Parameter(torch.zeros(size))
+
+    def features_of(self, user_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each field's tokens ``(B, T)`` of known users; id 0 (padding) has none."""
+        return {field: getattr(self, f"tokens_{field}")[user_ids] for field in self.fields}
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Sum over fields of the mean embedding of each field's tokens; rows
+        with no token in any field get the learned unknown-user vector."""
+        total: torch.Tensor | None = None
+        known: torch.Tensor | None = None
+        for field in self.fields:
+            tokens = features[field]
+            tokens = tokens[:, None] if tokens.dim() == 1 else tokens
+            present = (tokens > 0).sum(-1, keepdim=True)
+            vector = self.embeddings[field](tokens).sum(-2) / present.clamp(min=1)
+            total = vector if total is None else total + vector
+            known = present > 0 if known is None else known | (present > 0)
+        assert total is not None and known is not None  # at least one field
+        return torch.where(known, total, self.unknown.to(total.dtype))
