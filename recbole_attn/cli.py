@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from recbole_attn.config import parse_cmd_args
 from recbole_attn.errors import RunFailed, UsageError
@@ -117,6 +118,9 @@ def _serve_parser() -> argparse.ArgumentParser:
         command.add_argument("--data_path", default=None, help="folder holding <dataset>/, if the data moved")
     recommend_cmd.add_argument("-k", type=int, default=10, help="how many items (default: 10)")
     recommend_cmd.add_argument("--include_seen", action="store_true", help="also rank the history's own items")
+    recommend_cmd.add_argument("--user_features", default=None, metavar="FIELD=TOKEN,...",
+                               help="with --history, for a model trained with user_features: the new user's "
+                                    "features, e.g. age=25,gender=F")
     explain_cmd.add_argument("--png", default=None, help="draw a heatmap to this file (needs matplotlib)")
     export_cmd = commands.add_parser("export", help="the history encoder and item table, for serving elsewhere")
     export_cmd.add_argument("--checkpoint", required=True, help="a .pth file written by training")
@@ -128,6 +132,14 @@ def _serve_parser() -> argparse.ArgumentParser:
 
 def _split(text: str) -> list[str]:
     return [token.strip() for token in text.split(",") if token.strip()]
+
+
+def _features(text: str) -> dict[str, str]:
+    """``age=25,gender=F`` -> ``{"age": "25", "gender": "F"}``."""
+    pairs = [part.partition("=") for part in _split(text)]
+    if not pairs or any(not sep or not key.strip() for key, sep, _ in pairs):
+        raise UsageError(f"--user_features must be FIELD=TOKEN pairs separated by commas, got {text!r}")
+    return {key.strip(): value.strip() for key, _, value in pairs}
 
 
 def serve_main(argv: Sequence[str]) -> int:
@@ -148,7 +160,12 @@ def serve_main(argv: Sequence[str]) -> int:
         require_matplotlib()  # before the slow part
     loaded = load(args.checkpoint, device=args.device, data_path=args.data_path)
     if args.command == "recommend":
-        query = {"users": _split(args.user)} if args.user is not None else {"histories": [_split(args.history)]}
+        query: dict[str, Any] = {"users": _split(args.user)} if args.user is not None else {
+            "histories": [_split(args.history)]}
+        if args.user_features is not None:
+            if args.user is not None:
+                raise UsageError("--user_features goes with --history (a new user); known users bring their own")
+            query["user_features"] = [_features(args.user_features)]
         recs = recommend(loaded, **query, k=args.k, exclude_seen=not args.include_seen)
         for index, key in enumerate(recs.keys):
             print(f"user {key}" if args.user is not None else f"history {args.history}")

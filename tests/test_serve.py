@@ -342,3 +342,16 @@ def test_explain_shows_the_user_token_and_the_readout(with_user, tmp_path):
     from recbole_attn.serve.plot import plot_explanation
 
     assert plot_explanation(explained, tmp_path / "user.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_recommends_for_a_new_user_with_features(with_user, capsys):
+    checkpoint = str(with_user.checkpoint)
+    base = ["recommend", "--checkpoint", checkpoint, "--history", "50,172", "-k", "3"]
+    assert main([*base, "--user_features", "age=24,gender=M,occupation=technician"]) == 0
+    with_features = capsys.readouterr().out
+    assert main(base) == 0
+    assert capsys.readouterr().out != with_features  # the features change the ranking's scores
+    assert main([*base, "--user_features", "age"]) == 2
+    assert "--user_features must be FIELD=TOKEN pairs" in capsys.readouterr().err
+    assert main(["recommend", "--checkpoint", checkpoint, "--user", "1", "--user_features", "age=24"]) == 2
+    assert "goes with --history" in capsys.readouterr().err
