@@ -5,10 +5,10 @@ overrides) and the one YAML reader for property files.
 RecBole's ``Config`` runs ``eval()`` on every string value, so
 ``--note=__import__('os').system(...)`` would run. Here a value is a Python
 literal (``5``, ``1e-3``, ``[5, 10]``, ``{'mode': 'full'}``, ``None``), one
-of ``true/false/null/~/inf/-inf/nan`` in any case, or else the plain string
-it was given. Lower-case ``none`` stays the string ``"none"``, as in
-RecBole, where it is a choice of some options (``attention_type``,
-``hidden_act``).
+of ``true/false/null/~/inf/-inf/nan`` in any case, a list of bare words as
+YAML writes it (``[age, gender]``), or else the plain string it was given.
+Lower-case ``none`` stays the string ``"none"``, as in RecBole, where it is
+a choice of some options (``attention_type``, ``hidden_act``).
 """
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ _WORDS: dict[str, Any] = {
 }
 #: Longer text is never a literal worth parsing (and ``literal_eval`` of deep nesting can recurse far).
 MAX_LITERAL_CHARS = 10_000
+#: ``[age, gender]``: a list of bare words, as YAML writes it (Python would need quotes).
+_WORD_LIST = re.compile(r"\[\s*([\w.+-]+(\s*,\s*[\w.+-]+)*)?\s*\]")
 
 
 def parse_value(text: str) -> Any:
@@ -40,7 +42,11 @@ def parse_value(text: str) -> Any:
     try:
         return ast.literal_eval(stripped)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return text
+        pass
+    if _WORD_LIST.fullmatch(stripped):
+        inner = stripped[1:-1].strip()
+        return [parse_value(word.strip()) for word in inner.split(",")] if inner else []
+    return text
 
 
 def parse_values(settings: dict[str, Any]) -> dict[str, Any]:

@@ -135,6 +135,9 @@ def test_plots_of_failed_rows_only_are_empty_charts(tmp_path):
         ("GRU4Rec", "GRU4Rec", {}),
     ]),
     (["AttnRNN[linear]"], ["dot"], [("AttnRNN[linear]", "AttnRNN", {"attention_type": "linear"})]),
+    (suite.split_list("AttnSeq, AttnSeq[user_features=[age, gender]]"), [], [
+        ("AttnSeq", "AttnSeq", {}),
+        ("AttnSeq[user_features=[age, gender]]", "AttnSeq", {"user_features": ["age", "gender"]})]),
     (["AttnSeq", "AttnSeq[readout=attention; n_layers=1]"], [], [
         ("AttnSeq", "AttnSeq", {}),
         ("AttnSeq[readout=attention; n_layers=1]", "AttnSeq", {"readout": "attention", "n_layers": 1})]),

@@ -221,6 +221,8 @@ def test_yaml_tags_are_not_constructed(tmp_path):
     ("5", 5), ("1e-3", 1e-3), ("[5, 10]", [5, 10]), ("{'mode': 'full'}", {"mode": "full"}), ("True", True),
     ("false", False), ("None", None), ("~", None), ("null", None), ("none", "none"), ("inf", math.inf),
     ("-inf", -math.inf), ("abc", "abc"), ("", ""), (EVIL, EVIL), ("(1,", "(1,"), ("[" * 200, "[" * 200),
+    ("[age, gender]", ["age", "gender"]), ("[genre]", ["genre"]), ("[a, 3, true]", ["a", 3, True]),
+    ("[]", []), ("[os.system]", ["os.system"]), ("[a b]", "[a b]"), ("[__import__('os')]", "[__import__('os')]"),
 ])
 def test_parse_value_reads_literals_only(text, value):
     assert parse_value(text) == value

@@ -83,6 +83,14 @@ def test_comparison_pairs_seeds_and_users_by_id():
     assert found.significant == (found.p_holm < 0.05)
 
 
+def test_runs_without_user_ids_pair_row_by_row():
+    reference, model = hits_of([2, 0, 1], user_ids=[-1, -1, -1]), hits_of([1, 0, 1], user_ids=[-1, -1, -1])
+    _, values = significance.aligned([model, reference])
+    np.testing.assert_allclose(values[0] - values[1], [1 - 1 / math.log2(3), 0, 0])
+    with pytest.raises(ValueError, match="same number of users"):
+        significance.aligned([model, hits_of([1], user_ids=[-1])])
+
+
 def test_hits_file_round_trip(tmp_path):
     hits = hits_of([3, 0, 1])
     save_user_hits(tmp_path / "r.ranks.npz", hits, np.array(["a", "b", "c"]))

@@ -53,7 +53,13 @@ def per_user_hit(hits: UserHits, k: int = 10) -> np.ndarray:
 
 def aligned(runs: Sequence[UserHits], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """``(user_ids, values)``: per-user NDCG@k of each run, ``(runs, users)``,
-    over the users every run evaluated, sorted by user id."""
+    over the users every run evaluated, sorted by user id. Runs whose users
+    are unknown (id -1: sampled evaluation) are paired row by row, which
+    holds for runs on one dataset, whose loaders keep one user order."""
+    if any((run.user_id < 0).any() for run in runs):
+        if len({len(run.user_id) for run in runs}) > 1:
+            raise ValueError("runs without user ids can only be paired when they rank the same number of users")
+        return np.arange(len(runs[0].user_id)), np.stack([per_user_ndcg(run, k) for run in runs])
     common = runs[0].user_id
     for run in runs[1:]:
         common = np.intersect1d(common, run.user_id)

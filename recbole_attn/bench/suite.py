@@ -50,13 +50,23 @@ def _lightsans_tweaks(properties: dict[str, Any]) -> dict[str, Any]:
 
 #: Per-model keys derived from the shared properties (a user's own value wins).
 MODEL_TWEAKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"LightSANs": _lightsans_tweaks}
-_ROW_NAME = re.compile(r"(\w+)(?:\[([^\[\]]+)\])?")
+_ROW_NAME = re.compile(r"(\w+)(?:\[(.+)\])?")
 
 
 def split_list(text: str | Sequence[str]) -> list[str]:
-    """``"a,b c"`` or ``["a", "b"]`` -> ``["a", "b", "c"]``."""
-    parts = text.replace(",", " ").split() if isinstance(text, str) else text
-    return [part.strip() for part in parts if part.strip()]
+    """``"a,b c"`` or ``["a", "b"]`` -> ``["a", "b", "c"]``; separators inside
+    brackets stay (``AttnSeq[user_features=[age,gender]]`` is one item)."""
+    if not isinstance(text, str):
+        return [part.strip() for part in text if part.strip()]
+    parts, current, depth = [], "", 0
+    for char in text:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if depth == 0 and (char == "," or char.isspace()):
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [part.strip() for part in [*parts, current] if part.strip()]
 
 
 def row_keys(name: str, inside: str) -> dict[str, Any]:
