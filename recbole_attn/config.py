@@ -91,11 +91,11 @@ def load_user_features(final: dict[str, Any]) -> None:
     """``user_features`` also loads those columns of the ``.user`` file, so
     that naming the features is all a user has to do."""
     wanted = final.get("user_features") or []
-    wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+    wanted = [wanted] if isinstance(wanted, str) else wanted
+    if not isinstance(wanted, (list, tuple)) or not all(isinstance(field, str) for field in wanted):
+        raise UsageError(f"user_features must be a list of user field names, got {final['user_features']!r}")
     if not wanted:
         return
-    if not all(isinstance(field, str) for field in wanted):
-        raise UsageError(f"user_features must be a list of user field names, got {final['user_features']!r}")
     load_col = dict(final.get("load_col") or {})
     columns = list(load_col.get("user") or [final["USER_ID_FIELD"]])
     load_col["user"] = columns + [field for field in wanted if field not in columns]
