@@ -270,6 +270,7 @@ def markdown_document(record: dict[str, Any]) -> str:
     shared, differing = protocol(record["rows"])
     budget = record["budget_seconds"]
     budget = "no time budget" if budget is None else f"budget {budget:g} s of fitting"
+    seeds = record.get("seeds") or []
     lines = [
         f"# Benchmark on {record['dataset']}",
         "",
@@ -286,13 +287,14 @@ def markdown_document(record: dict[str, Any]) -> str:
         f"Every model: {budget}, at most {record['epochs']} epochs"
         + (f", {record['jobs']} models trained at once (times under each other's load)"
            if record.get("jobs", 1) > 1 else "") + "; "
+        + (f"seeds {', '.join(map(str, seeds))}, " if len(seeds) > 1 else "")
         + ", ".join(f"{key} {json.dumps(value, default=str)}" for key, value in shared.items()
-                    if key not in ("epochs", "time_budget")) + ".",
+                    if key not in ("epochs", "time_budget") and not (key == "seed" and len(seeds) > 1))
+        + ".",
     ]
     if differing:
         lines += ["", f"**Not identical across rows: {', '.join(differing)}** "
                       "(see the JSON's per-row config)."]
-    seeds = record.get("seeds") or []
     lines += [
         "",
         "## Per model" + (f", over seeds {', '.join(map(str, seeds))}" if seeds else ""),
