@@ -265,3 +265,6 @@ class AttnConfig(Config):
             raise UsageError(f"eval_args order {order!r} does not fit a sequential model, whose histories "
                              f"are time-ordered: use 'TO'")
         check_chunk_size(final.get(CHUNK_SIZE_KEY))
+        if final.get("item_init_freeze") and final.get("item_init") in (None, "random"):
+            raise UsageError("item_init_freeze: True keeps pretrained item vectors fixed; with item_init: random "
+                             "there are none (set item_init: word2vec)")

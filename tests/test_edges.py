@@ -121,6 +121,7 @@ BAD_INPUTS = [
     ("item_init", ["--item_init=glove"], "unknown item_init 'glove'. Valid choices: random, word2vec"),
     ("item_init_freeze", ["--item_init_freeze=maybe"], "item_init_freeze must be True or False, got 'maybe'"),
     ("save_user_ranks", ["--save_user_ranks=2"], "save_user_ranks must be True or False, got 2"),
+    ("freeze random items", ["--item_init_freeze=True"], "with item_init: random there are none"),
     ("user_features", ["--user_features=[age]"], "user_features: 'age' is not a user feature of edge"),
     ("user_features type", ["--user_features=5"], "user_features must be a list of user field names, got 5"),
     ("nproc", ["--nproc=0"], "nproc must be an integer > 0, got 0"),
