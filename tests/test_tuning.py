@@ -106,3 +106,15 @@ def test_bad_seed_lists_exit_2(seeds, capsys):
     with pytest.raises(SystemExit) as stop:
         main([f"--seeds={seeds}"])
     assert stop.value.code == 2 and "seeds must be" in capsys.readouterr().err
+
+
+def test_settings_never_override_the_rows_own_keys():
+    """Trials and the seeded runs after them share one precedence: a row's
+    NAME[...] keys and seed stay, a tuned key replaces the command line's."""
+    [spec] = plan_rows("ml-100k", ["AttnRNN[general]"], seeds=[7], overrides=["--learning_rate=0.5"])
+    tuned = tuning.apply_settings(spec, {"attention_type": "dot", "seed": 1, "learning_rate": 0.01})
+    assert tuned["config_dict"]["attention_type"] == "general" and tuned["config_dict"]["seed"] == 7
+    assert tuned["config_dict"]["learning_rate"] == 0.01 and "--learning_rate=0.5" not in tuned["cmd_args"]
+    [planned] = plan_rows("ml-100k", ["AttnRNN[general]"], seeds=[7], overrides=["--learning_rate=0.5"],
+                          settings={"AttnRNN[general]": {"attention_type": "dot", "seed": 1, "learning_rate": 0.01}})
+    assert planned["config_dict"] == tuned["config_dict"] and planned["cmd_args"] == tuned["cmd_args"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from recbole_attn.bench import significance
+from recbole_attn.errors import UsageError
 from recbole_attn.results import unique_results_path, write_json_atomic, write_text_atomic
 from recbole_attn.user_ranks import UserHits, load_user_hits
 
@@ -32,11 +33,25 @@ STATUS_TEXT = {"ok": "ok", "budget": "**budget-stopped**"}
 
 def output_paths(output_dir: str | os.PathLike, dataset: str) -> dict[str, Path]:
     """Fresh file names (time stamp + random tag) for one benchmark run."""
-    json_path = unique_results_path(output_dir, f"bench-{dataset}")
+    return record_paths(unique_results_path(output_dir, f"bench-{dataset}"))
+
+
+def record_paths(json_path: Path) -> dict[str, Path]:
+    """The files of the benchmark record ``json_path``, named after it."""
     stem = str(json_path)[: -len(".json")]
     return {"json": json_path, "markdown": Path(stem + ".md"), "csv": Path(stem + ".csv"),
             "curves_png": Path(stem + "-curves.png"), "bars_png": Path(stem + "-bars.png"),
             "ranks": Path(stem + "-ranks")}
+
+
+def choose_reference(reference: str | None, labels: list[str], default: str | None = None) -> str | None:
+    """The row the others are compared with: ``reference``, which must be
+    one of ``labels``, else ``default`` when it is one, else none."""
+    if reference is None:
+        return default if default in labels else None
+    if reference not in labels:
+        raise UsageError(f"reference {reference!r} is not among the models: {', '.join(labels)}")
+    return reference
 
 
 def file_label(label: str) -> str:
@@ -356,21 +371,16 @@ def rewrite_report(json_file: str | os.PathLike, reference: str | None = None) -
     """Recompute a finished benchmark's comparisons from its saved hits
     (against ``reference``, default the record's own) and rewrite its JSON,
     Markdown and CSV in place; returns the record."""
-    from recbole_attn.errors import UsageError
-
     json_path = Path(json_file)
     try:
         record = json.loads(json_path.read_text())
     except (OSError, ValueError) as error:
         raise UsageError(f"cannot read the benchmark record {os.fspath(json_file)!r}: {error}") from None
     labels = list(dict.fromkeys(row["label"] for row in record.get("rows", [])))
-    reference = reference or record.get("reference")
-    if reference is not None and reference not in labels:
-        raise UsageError(f"reference {reference!r} is not among the models: {', '.join(labels)}")
+    reference = choose_reference(reference or record.get("reference"), labels)
     record["reference"] = reference
     record["comparisons"] = comparisons(record["rows"], reference, json_path.parent)
-    stem = str(json_path)[: -len(".json")]
-    paths = {"json": json_path, "markdown": Path(stem + ".md"), "csv": Path(stem + ".csv")}
+    paths = {kind: path for kind, path in record_paths(json_path).items() if kind in TABLE_FILES}
     record["files"] = {kind: str(path) for kind, path in paths.items()}
     write_tables(record, paths)
     return record

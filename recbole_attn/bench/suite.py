@@ -69,7 +69,7 @@ def split_list(text: str | Sequence[str]) -> list[str]:
     return [part.strip() for part in [*parts, current] if part.strip()]
 
 
-def row_keys(name: str, inside: str) -> dict[str, Any]:
+def parse_row_keys(name: str, inside: str) -> dict[str, Any]:
     """The keys of ``NAME[...]``: ``general`` -> ``{attention_type: general}``,
     ``readout=attention;n_layers=1`` -> those keys (values read as literals)."""
     if "=" not in inside:
@@ -95,7 +95,7 @@ def expand_models(models: Sequence[str], attention_types: Sequence[str] = ()) ->
             raise UsageError(f"cannot read model {name!r}: expected NAME, NAME[attention_type] or NAME[key=value]")
         model, inside = match.groups()
         if inside:
-            rows.append((name, model, row_keys(name, inside)))
+            rows.append((name, model, parse_row_keys(name, inside)))
         elif attention_types and model in ATTENTION_TYPE_MODELS:
             rows += [(f"{model}[{kind}]", model, {"attention_type": kind}) for kind in attention_types]
         else:
@@ -160,19 +160,19 @@ def plan_rows(
         shared = {key: value for key, value in SHARED_PROPERTIES.items() if key not in user and applies(key)}
         tweaks = MODEL_TWEAKS.get(model, lambda _: {})(effective)
         tweaks = {key: value for key, value in tweaks.items() if key not in user}
-        chosen = dict((settings or {}).get(label, {}))
         for seed in seeds or [effective["seed"]]:
-            specs.append({
+            fixed = {**row_keys, **({"seed": seed} if seeds else {})}
+            untuned = {
                 "label": label,
                 "model": model,
                 "seed": int(seed),
-                "settings": chosen,
+                "fixed_keys": fixed,
                 "dataset": dataset,
                 "config_files": list(config_files),
-                "config_dict": {**shared, **tweaks, **flags, **chosen, **row_keys, **({"seed": seed} if seeds else {})},
-                "cmd_args": [f"--{key}={value}" for key, value in cmd.items()
-                             if key not in row_keys and key not in chosen and applies(key)],
-            })
+                "config_dict": {**shared, **tweaks, **flags, **fixed},
+                "cmd_args": [f"--{key}={value}" for key, value in cmd.items() if key not in row_keys and applies(key)],
+            }
+            specs.append(tuning.apply_settings(untuned, (settings or {}).get(label, {})))
     return specs
 
 
@@ -275,10 +275,7 @@ def run_benchmark(
                                 epochs=epochs, data_path=data_path, config_files=config_files, overrides=overrides)
     specs = plan_rows(**plan, seeds=seeds)
     labels = list(dict.fromkeys(spec["label"] for spec in specs))
-    if reference is None:
-        reference = DEFAULT_REFERENCE if DEFAULT_REFERENCE in labels else None
-    elif reference not in labels:
-        raise UsageError(f"reference {reference!r} is not among the models: {', '.join(labels)}")
+    reference = report.choose_reference(reference, labels, DEFAULT_REFERENCE)
     if tune:
         for model in dict.fromkeys(spec["model"] for spec in specs):
             tuning.search_space(model)  # a missing or wrong space fails before any training

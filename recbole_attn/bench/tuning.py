@@ -88,6 +88,18 @@ def suggest(trial: Any, space: dict[str, tuple[str, Any]]) -> dict[str, Any]:
     return settings
 
 
+def apply_settings(spec: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` (a planned row) with ``settings`` (a tuning trial's, or the
+    best one) applied: above the command line, config files and shared
+    properties, below the keys the row fixes itself (``NAME[...]``, its
+    seed), the same for trials and for the seeded runs after them."""
+    return {
+        **spec, "settings": dict(settings),
+        "config_dict": {**spec["config_dict"], **settings, **spec["fixed_keys"]},
+        "cmd_args": [arg for arg in spec["cmd_args"] if arg[2:].split("=", 1)[0] not in settings],
+    }
+
+
 def tune_row(spec: dict[str, Any], trials: int, run_trial: Callable[[dict[str, Any]], dict[str, Any]],
              seed: int = 0, echo: Callable[[str], Any] = print) -> dict[str, Any]:
     """``trials`` settings for ``spec``'s model, each trained by ``run_trial``
@@ -104,11 +116,8 @@ def tune_row(spec: dict[str, Any], trials: int, run_trial: Callable[[dict[str, A
 
     def objective(trial: Any) -> float:
         settings = suggest(trial, space)
-        trial_spec = {
-            **spec, "label": f"{spec['label']} trial {trial.number}", "test": False, "settings": settings,
-            "ranks_file": None, "config_dict": {**spec["config_dict"], **settings},
-            "cmd_args": [arg for arg in spec["cmd_args"] if arg.split("=", 1)[0][2:] not in settings],
-        }
+        trial_spec = {**apply_settings(spec, settings), "label": f"{spec['label']} trial {trial.number}",
+                      "test": False, "ranks_file": None}
         row = run_trial(trial_spec)
         if row.get("test") is not None:
             raise RuntimeError(f"trial {trial.number} of {spec['label']} evaluated the test split")
