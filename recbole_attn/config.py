@@ -46,7 +46,7 @@ from recbole_attn.validation import (
     unknown_keys,
     validate_settings,
 )
-from recbole_attn.values import SafeYamlLoader, parse_values, read_yaml_file
+from recbole_attn.values import SafeYamlLoader, as_list, parse_values, read_yaml_file
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +90,7 @@ def project_properties_dir() -> Path:
 def load_user_features(final: dict[str, Any]) -> None:
     """``user_features`` also loads those columns of the ``.user`` file, so
     that naming the features is all a user has to do."""
-    wanted = final.get("user_features") or []
-    wanted = [wanted] if isinstance(wanted, str) else wanted
-    if not isinstance(wanted, (list, tuple)) or not all(isinstance(field, str) for field in wanted):
-        raise UsageError(f"user_features must be a list of user field names, got {final['user_features']!r}")
+    wanted = as_list(final.get("user_features"))  # checked by validate_settings
     if not wanted:
         return
     load_col = dict(final.get("load_col") or {})

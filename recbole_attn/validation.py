@@ -72,6 +72,12 @@ def text(key: str, value: Any) -> None:
         raise _fail(key, value, "a non-empty string")
 
 
+def field_names(key: str, value: Any) -> None:
+    names = [value] if isinstance(value, str) else value
+    if names is not None and not (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
+        raise _fail(key, value, "a list of user field names")
+
+
 def topk(key: str, value: Any) -> None:
     values = value if isinstance(value, list) else [value]
     if not values or not all(_is_int(k) and k >= 1 for k in values):
@@ -170,6 +176,7 @@ KEY_CHECKS: dict[str, Check] = {
     "strict_keys": boolean,
     "save_user_ranks": boolean,
     "item_init_freeze": boolean,
+    "user_features": field_names,
     "state": log_level,
     "checkpoint_dir": text,
     "output_dir": text,

@@ -49,6 +49,14 @@ def parse_value(text: str) -> Any:
     return text
 
 
+def as_list(value: Any) -> list[Any]:
+    """A list option given as one value or a list: ``None`` or empty -> ``[]``,
+    ``"genre"`` -> ``["genre"]`` (``selected_features``, ``user_features``)."""
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
 def parse_values(settings: dict[str, Any]) -> dict[str, Any]:
     """``settings`` with every string value through :func:`parse_value`."""
     return {key: parse_value(value) if isinstance(value, str) else value for key, value in settings.items()}

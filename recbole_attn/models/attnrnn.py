@@ -202,9 +202,7 @@ class AttnRNN(AttnSequentialRecommender):
             keys = states if self.attend_over == "hidden" else embedded
             offset = 0
             if self.user_token is not None:
-                if user is None:  # nothing known about these users
-                    user = {field: item_seq.new_zeros(len(item_seq), 1) for field in self.user_token.fields}
-                keys = torch.cat([self.user_token(user)[:, None].to(keys.dtype), keys], dim=1)
+                keys = torch.cat([self.user_token(user, len(item_seq))[:, None].to(keys.dtype), keys], dim=1)
                 offset = 1
                 if key_mask is not None:
                     key_mask = torch.cat([key_mask.new_ones(len(key_mask), 1), key_mask], dim=1)

@@ -32,6 +32,7 @@ from torch import nn
 from recbole_attn.errors import UsageError, check_choice, check_positive, check_probability
 from recbole_attn.models.base import AttnSequentialRecommender
 from recbole_attn.models.layers import AttentionPooling, TransformerBlock, select_positions
+from recbole_attn.values import as_list
 
 FEATURE_FUSIONS = ("sum", "concat")
 #: The user vector: the output at the last position, or an attention-pooled mix of every output up to it.
@@ -99,8 +100,7 @@ class AttnSeq(AttnSequentialRecommender):
         if not isinstance(self.norm_first, bool):
             raise UsageError(f"norm_first must be True or False, got {self.norm_first!r}")
         self.initializer_range = config["initializer_range"]
-        features = config["selected_features"] or []
-        self.selected_features = [features] if isinstance(features, str) else list(features)
+        self.selected_features = as_list(config["selected_features"])
         self.feature_fusion = config["feature_fusion"] or "sum"
         check_choice("feature_fusion", self.feature_fusion, FEATURE_FUSIONS)
         self.readout = config["readout"] or "last"
@@ -164,9 +164,7 @@ class AttnSeq(AttnSequentialRecommender):
             else:
                 x = x + features
         if self.user_token is not None:
-            if user is None:  # nothing known about these users
-                user = {field: item_seq.new_zeros(len(item_seq), 1) for field in self.user_token.fields}
-            x = torch.cat([self.user_token(user)[:, None].to(x.dtype), x], dim=1)
+            x = torch.cat([self.user_token(user, len(item_seq))[:, None].to(x.dtype), x], dim=1)
         positions = torch.arange(x.shape[1], device=item_seq.device)
         x = x + self.position_embedding(positions)
         return self.emb_dropout(self.input_norm(x))

@@ -18,7 +18,8 @@ from torch import nn
 
 from recbole_attn.errors import UsageError, check_choice, check_positive
 from recbole_attn.models.linear_ce import linear_cross_entropy
-from recbole_attn.models.user_token import UserToken, user_feature_list
+from recbole_attn.models.user_token import UserToken
+from recbole_attn.values import as_list
 
 #: Field of the all-positions training rows that holds each position's next
 #: item (0 = padding); its presence switches :meth:`calculate_loss` mode.
@@ -66,7 +67,7 @@ class AttnSequentialRecommender(SequentialRecommender):
             item_counts[list(counts)] = torch.tensor(list(counts.values()), dtype=torch.float)
         self.register_buffer("negative_weights", item_counts, persistent=False)
         self._expects_all_positions = config["train_mode"] == "all_positions"
-        self.user_features = user_feature_list(config["user_features"])
+        self.user_features = as_list(config["user_features"])
         self.user_token: UserToken | None = None  # a model that supports user_features builds it
 
     # -- to be supplied by each model ---------------------------------------

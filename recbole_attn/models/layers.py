@@ -96,8 +96,6 @@ class AttentionPooling(nn.Module):
     """
 
     TYPES = ("additive", "general", "dot", "linear", "self_additive")
-    #: Scorers whose logits do not depend on the query.
-    QUERY_FREE = ("linear", "self_additive")
 
     def __init__(self, attention_type: str, query_size: int, key_size: int, attention_size: int) -> None:
         super().__init__()

@@ -20,13 +20,6 @@ from recbole_attn.errors import UsageError
 USER_FEATURE_TYPES = (FeatureType.TOKEN, FeatureType.TOKEN_SEQ)
 
 
-def user_feature_list(value: Any) -> list[str]:
-    """``user_features`` as a list of field names (a single name is a list of one)."""
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else list(value)
-
-
 class UserToken(nn.Module):
     """``(B,)`` user ids or per-field token ids -> ``(B, size)`` user vectors."""
 
@@ -54,9 +47,13 @@ class UserToken(nn.Module):
         """Each field's tokens ``(B, T)`` of known users; id 0 (padding) has none."""
         return {field: getattr(self, f"tokens_{field}")[user_ids] for field in self.fields}
 
-    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: dict[str, torch.Tensor] | None, batch_size: int) -> torch.Tensor:
         """Sum over fields of the mean embedding of each field's tokens; rows
-        with no token in any field get the learned unknown-user vector."""
+        with no token in any field, and every row when ``features`` is
+        ``None`` (nothing known of the batch's users), get the learned
+        unknown-user vector."""
+        if features is None:
+            return self.unknown.expand(batch_size, -1)
         total: torch.Tensor | None = None
         known: torch.Tensor | None = None
         for field in self.fields:
