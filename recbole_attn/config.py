@@ -39,6 +39,7 @@ from recbole.utils import InputType, ModelType
 from recbole_attn import distributed, registry
 from recbole_attn.errors import UsageError, check_choice
 from recbole_attn.evaluation import CHUNK_SIZE_KEY, check_chunk_size
+from recbole_attn.item_init import ITEM_INITS
 from recbole_attn.validation import (
     CODE_ONLY_KEYS,
     declared_keys,
@@ -55,7 +56,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 #: Valid values of the options this project adds to RecBole's.
 PROJECT_CHOICES = {
     "train_mode": ("prefix", "all_positions"),
-    "item_init": ("random", "word2vec"),
+    "item_init": ITEM_INITS,
 }
 PROJECT_DEFAULTS: dict[str, Any] = {
     "train_mode": "prefix",

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from recbole_attn.atomic import atomic_path
+from recbole_attn.serialization import atomic_npz_save
 from recbole_attn.data.rows import training_sequences
 from recbole_attn.errors import UsageError, check_choice
 
@@ -74,8 +74,7 @@ def pretrained_table(train_dataset: Any, n_items: int, size: int, seed: int, cac
     known = np.zeros(n_items, dtype=bool)
     for word, vector in word2vec_vectors(corpus, size, seed).items():
         vectors[int(word)], known[int(word)] = vector, True
-    with atomic_path(path) as tmp, open(tmp, "wb") as out:
-        np.savez(out, vectors=vectors, known=known)
+    atomic_npz_save(path, vectors=vectors, known=known)
     logger.info(f"item_init: word2vec vectors of {int(known.sum())} items written to {path}")
     return vectors, known
 

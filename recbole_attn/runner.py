@@ -38,7 +38,7 @@ from recbole_attn.logs import run_log, summary_logger
 from recbole_attn.models.base import AttnSequentialRecommender
 from recbole_attn.results import machine, unique_results_path, versions, write_json_atomic
 from recbole_attn.trainer import AttnTrainer, NonFiniteLossError
-from recbole_attn.user_ranks import RANKS_SUFFIX, UserRanks, save_user_hits, user_tokens
+from recbole_attn.user_ranks import RANKS_SUFFIX, UserRanks
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ def _experiment(
         try:
             if ranks is not None and ranks.latest is not None:
                 result["ranks_file"] = str(path)[: -len(".json")] + RANKS_SUFFIX
-                save_user_hits(result["ranks_file"], ranks.latest, user_tokens(data, ranks.latest))
+                ranks.save(result["ranks_file"], data)
             write_json_atomic(path, result, exclusive=True)
         except OSError as error:
             if result.get("ranks_file") and os.path.exists(result["ranks_file"]):

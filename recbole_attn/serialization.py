@@ -32,6 +32,14 @@ def plain_data(value: Any) -> Any:
     return str(value)
 
 
+def atomic_npz_save(path: str | os.PathLike, compressed: bool = False, **arrays: np.ndarray) -> None:
+    """``numpy.savez`` (``compressed``: ``savez_compressed``) through a temp
+    file and a rename; no object arrays, so loading needs no pickle."""
+    save = np.savez_compressed if compressed else np.savez
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        save(out, allow_pickle=False, **arrays)
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` through a temp file and a rename: a crash never leaves
     a truncated checkpoint where a good one was."""

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from recbole_attn.atomic import atomic_path
+from recbole_attn.serialization import atomic_npz_save
 from recbole_attn.hooks import TrainerHook
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,14 @@ class UserRanks(TrainerHook):
     def wrap_collector(self, collector: Any) -> Any:
         return _RecordingCollector(collector, self)
 
+    def save(self, path: str | os.PathLike, dataset: Any) -> bool:
+        """Write :attr:`latest` to ``path`` (:func:`save_user_hits`) with the
+        users' tokens from ``dataset``; ``False`` when there is nothing to save."""
+        if self.latest is None:
+            return False
+        save_user_hits(path, self.latest, user_tokens(dataset, self.latest))
+        return True
+
     def record(self, users: np.ndarray, topk: torch.Tensor) -> None:
         rows = topk.cpu().numpy()
         if len(users) != len(rows):  # sampled evaluation: a row per candidate, not per user
@@ -93,8 +101,7 @@ def save_user_hits(path: str | os.PathLike, hits: UserHits, user_tokens: np.ndar
     arrays: dict[str, Any] = {"user_id": hits.user_id, "hits": hits.hits, "pos_len": hits.pos_len}
     if user_tokens is not None:
         arrays["user_token"] = np.asarray(user_tokens).astype(str)
-    with atomic_path(path) as tmp, open(tmp, "wb") as out:
-        np.savez_compressed(out, allow_pickle=False, **arrays)
+    atomic_npz_save(path, compressed=True, **arrays)
 
 
 def load_user_hits(path: str | os.PathLike) -> UserHits:

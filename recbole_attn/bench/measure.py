@@ -25,7 +25,7 @@ import torch
 
 from recbole_attn import runner
 from recbole_attn.hooks import Capture
-from recbole_attn.user_ranks import UserRanks, save_user_hits, user_tokens
+from recbole_attn.user_ranks import UserRanks
 
 try:
     import resource
@@ -137,9 +137,7 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
         row.update(summarize(result))
         if test:
             row.update(inference_throughput(captured))
-        if test and spec.get("ranks_file") and ranks.latest is not None:
-            dataset = captured.eval_data.dataset
-            save_user_hits(spec["ranks_file"], ranks.latest, user_tokens(dataset, ranks.latest))
+        if test and spec.get("ranks_file") and ranks.save(spec["ranks_file"], captured.eval_data.dataset):
             row["ranks_file"] = spec["ranks_file"]
         row["result"] = result
     except Exception as error:
