@@ -7,7 +7,9 @@ running epoch, at the first batch past it (:class:`DeadlineLoader`): one
 epoch of a prefix-row model on ml-1m takes longer on a CPU than any sensible
 budget, so a budget checked only between epochs would not bound the run.
 That partial epoch is validated like a whole one (so it can be the best
-model) and no further epoch starts. Several processes (DDP) must stop at the
+model), also when ``eval_step`` > 1 would have skipped it
+(:func:`validate_last_epoch`: otherwise a run stopped before its first
+evaluation step has no model to test), and no further epoch starts. Several processes (DDP) must stop at the
 same step, so there the budget is checked between epochs only, by rank 0.
 """
 from __future__ import annotations
@@ -115,3 +117,16 @@ class EpochClock(TrainerHook):
             return None
         pick = max if bigger_is_better else min
         return pick(scored, key=lambda entry: entry["valid_score"])["epoch"]
+
+
+def validate_last_epoch(trainer: Any, valid_data: Any, clock: EpochClock) -> None:
+    """Validate the last epoch if ``eval_step`` > 1 skipped it, keeping it
+    as the best model when it beats the best so far, as RecBole's ``fit``
+    does at an evaluation step."""
+    if trainer.eval_step <= 0 or not valid_data or not clock.curve or "valid_score" in clock.curve[-1]:
+        return  # eval_step <= 0: RecBole saved every epoch; no validation to run
+    score, result = trainer._valid_epoch(valid_data, show_progress=False)
+    best = trainer.best_valid_score
+    if score > best if trainer.valid_metric_bigger else score < best:
+        trainer.best_valid_score, trainer.best_valid_result = score, result
+        trainer._save_checkpoint(clock.curve[-1]["epoch"])

@@ -26,7 +26,7 @@ from recbole_attn.checkpoint import (
     resume_training,
 )
 from recbole_attn.atomic import check_writable_dir
-from recbole_attn.budget import BudgetExhausted, EpochClock
+from recbole_attn.budget import BudgetExhausted, EpochClock, validate_last_epoch
 from recbole_attn.serialization import plain_data
 from recbole_attn.config import AttnConfig
 from recbole_attn.data.rows import attach_seen_filters
@@ -195,6 +195,7 @@ def _experiment(
         raise NonFiniteLossError(_diverged_message(error, last)) from None
     stopped_by_budget = stopped_by_budget or clock.budget_cut
     if stopped_by_budget:
+        validate_last_epoch(trainer, valid_data, clock)
         logger.info(f"time_budget of {config['time_budget']}s spent after {clock.epochs_trained():.2f} epochs")
     best_valid_score, best_valid = trainer.best_valid_score, trainer.best_valid_result
     fit_seconds = time.perf_counter() - fit_began

@@ -118,6 +118,19 @@ def test_budget_cuts_the_running_epoch(pattern_root, model, batch_size):
     assert result["times"]["train_seconds_per_epoch"] == pytest.approx(entry["train_seconds"] / entry["epoch_fraction"])
 
 
+@pytest.mark.parametrize("model, batch_size", [("AttnSeq", 4), ("GRU4Rec", 64)])
+def test_budget_validates_an_epoch_that_eval_step_skips(pattern_root, model, batch_size):
+    """eval_step 3 would validate after epoch 2 only; a budget that ends
+    epoch 0 still leaves that epoch validated, saved and tested."""
+    settings = {**FAST, "epochs": 3, "eval_step": 3, "time_budget": 0, "train_batch_size": batch_size,
+                "data_path": str(pattern_root)}
+    result = recbole_attn.run(model, "pattern", config_dict=settings, write_results=False)
+    [entry] = result["curve"]
+    assert result["stopped_by_budget"] and "valid_score" in entry and result["best_epoch"] == 0
+    assert result["best_valid_score"] == pytest.approx(entry["valid_score"])
+    assert 0 <= result["test"]["ndcg@10"] <= 1
+
+
 def test_budget_leaves_whole_epochs_whole(pattern_root):
     result = recbole_attn.run("AttnSeq", "pattern", write_results=False,
                               config_dict={**FAST, "time_budget": 3600, "data_path": str(pattern_root)})
