@@ -171,6 +171,8 @@ def test_plan_shares_properties_and_lets_the_user_win(tmp_path):
     assert all("--learning_rat=0.1" in spec["cmd_args"] for spec in unknown)  # reaches every model's warning
     assert "k_interests" not in suite.plan_rows("ml-100k", ["LightSANs"], overrides=["--k_interests=7"])[0][
         "config_dict"]
+    [alone] = suite.plan_rows("ml-100k", ["AttnSeq"])  # no row declares embedding_size: none gets it
+    assert "embedding_size" not in alone["config_dict"] and alone["config_dict"]["hidden_size"] == 64
 
 
 def test_command_line_errors_exit_2(capsys, tmp_path):

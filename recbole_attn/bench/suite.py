@@ -157,7 +157,8 @@ def plan_rows(
         def applies(key: str, model: str = model) -> bool:
             return key in known[model] or key not in declared_somewhere
 
-        shared = {key: value for key, value in SHARED_PROPERTIES.items() if key not in user and applies(key)}
+        # ours, not a user's typo: only to the models that declare the key
+        shared = {key: value for key, value in SHARED_PROPERTIES.items() if key not in user and key in known[model]}
         tweaks = MODEL_TWEAKS.get(model, lambda _: {})(effective)
         tweaks = {key: value for key, value in tweaks.items() if key not in user}
         for seed in seeds or [effective["seed"]]:
