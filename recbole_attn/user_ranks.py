@@ -35,6 +35,7 @@ class UserHits:
     user_id: np.ndarray  # (U,) int64 RecBole's internal user ids
     hits: np.ndarray  # (U, k) uint8: 1 where the item at that rank is a positive
     pos_len: np.ndarray  # (U,) int64 positives per user (1 in leave-one-out)
+    user_token: np.ndarray | None = None  # (U,) str the users' original ids, where known
 
     @property
     def rank(self) -> np.ndarray:
@@ -97,8 +98,11 @@ class UserRanks(TrainerHook):
 
 
 def save_user_hits(path: str | os.PathLike, hits: UserHits, user_tokens: np.ndarray | None = None) -> None:
-    """Write ``hits`` (and the users' original tokens) as a compressed ``.npz``, atomically."""
+    """Write ``hits`` and the users' original tokens (``user_tokens``, else
+    ``hits.user_token``) as a compressed ``.npz``, atomically."""
     arrays: dict[str, Any] = {"user_id": hits.user_id, "hits": hits.hits, "pos_len": hits.pos_len}
+    if user_tokens is None:
+        user_tokens = hits.user_token
     if user_tokens is not None:
         arrays["user_token"] = np.asarray(user_tokens).astype(str)
     atomic_npz_save(path, compressed=True, **arrays)
@@ -107,7 +111,8 @@ def save_user_hits(path: str | os.PathLike, hits: UserHits, user_tokens: np.ndar
 def load_user_hits(path: str | os.PathLike) -> UserHits:
     """The hits a :func:`save_user_hits` file holds."""
     with np.load(path, allow_pickle=False) as data:
-        return UserHits(data["user_id"], data["hits"], data["pos_len"])
+        tokens = data["user_token"] if "user_token" in data.files else None
+        return UserHits(data["user_id"], data["hits"], data["pos_len"], tokens)
 
 
 def user_tokens(dataset: Any, hits: UserHits) -> np.ndarray | None:

@@ -83,6 +83,25 @@ def test_comparison_pairs_seeds_and_users_by_id():
     assert found.significant == (found.p_holm < 0.05)
 
 
+def test_users_pair_by_token_when_internal_ids_differ():
+    """Two runs that loaded the data differently give the same user other
+    internal ids; the saved tokens pair them."""
+    reference = hits_of([1, 0, 2], user_ids=[1, 2, 3])
+    model = hits_of([2, 1, 0], user_ids=[1, 2, 3])
+    reference = UserHits(reference.user_id, reference.hits, reference.pos_len, np.array(["u7", "u8", "u9"]))
+    model = UserHits(model.user_id, model.hits, model.pos_len, np.array(["u9", "u7", "u8"]))
+    users, values = significance.aligned([model, reference])
+    assert users.tolist() == ["u7", "u8", "u9"]
+    np.testing.assert_allclose(values[0], values[1])  # each user ranked alike in both runs
+    apart = UserHits(model.user_id, model.hits, model.pos_len, np.array(["x1", "x2", "x3"]))
+    assert significance.compare("Model", {1: apart}, "Ref", {1: reference}) is None  # no user in common
+
+
+def test_a_user_with_two_test_rows_is_refused():
+    with pytest.raises(ValueError, match="more than one test row"):
+        significance.aligned([hits_of([1, 2], user_ids=[5, 5]), hits_of([1, 2], user_ids=[5, 6])])
+
+
 def test_runs_without_user_ids_pair_row_by_row():
     reference, model = hits_of([2, 0, 1], user_ids=[-1, -1, -1]), hits_of([1, 0, 1], user_ids=[-1, -1, -1])
     _, values = significance.aligned([model, reference])
@@ -97,6 +116,7 @@ def test_hits_file_round_trip(tmp_path):
     back = load_user_hits(tmp_path / "r.ranks.npz")
     np.testing.assert_array_equal(back.hits, hits.hits)
     np.testing.assert_array_equal(back.user_id, hits.user_id)
+    assert back.user_token is not None and back.user_token.tolist() == ["a", "b", "c"]
     with np.load(tmp_path / "r.ranks.npz") as data:
         assert data["user_token"].tolist() == ["a", "b", "c"]
     assert [p.name for p in tmp_path.iterdir()] == ["r.ranks.npz"]  # no temp file left

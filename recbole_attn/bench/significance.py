@@ -51,23 +51,40 @@ def per_user_hit(hits: UserHits, k: int = 10) -> np.ndarray:
     return np.count_nonzero(hits.hits[:, :k], axis=1).clip(max=1).astype(np.float64)
 
 
-def aligned(runs: Sequence[UserHits], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """``(user_ids, values)``: per-user NDCG@k of each run, ``(runs, users)``,
-    over the users every run evaluated, sorted by user id. Runs whose users
-    are unknown (id -1: sampled evaluation) are paired row by row, which
-    holds for runs on one dataset, whose loaders keep one user order."""
+def user_keys(runs: Sequence[UserHits]) -> list[np.ndarray] | None:
+    """What identifies each run's users across runs: their original tokens
+    when every run saved them (internal ids depend on what a run loaded and
+    filtered), else RecBole's internal ids; ``None`` when a run's users are
+    unknown (id -1: sampled evaluation)."""
+    if all(run.user_token is not None for run in runs):
+        return [np.asarray(run.user_token) for run in runs]
     if any((run.user_id < 0).any() for run in runs):
+        return None
+    return [run.user_id for run in runs]
+
+
+def aligned(runs: Sequence[UserHits], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """``(users, values)``: per-user NDCG@k of each run, ``(runs, users)``,
+    over the users every run evaluated, sorted by user (:func:`user_keys`).
+    Runs whose users are unknown are paired row by row, which holds for runs
+    on one dataset, whose loaders keep one user order."""
+    keys = user_keys(runs)
+    if keys is None:
         if len({len(run.user_id) for run in runs}) > 1:
             raise ValueError("runs without user ids can only be paired when they rank the same number of users")
         return np.arange(len(runs[0].user_id)), np.stack([per_user_ndcg(run, k) for run in runs])
-    common = runs[0].user_id
-    for run in runs[1:]:
-        common = np.intersect1d(common, run.user_id)
+    for run_keys in keys:
+        if len(np.unique(run_keys)) < len(run_keys):
+            raise ValueError("a user has more than one test row (a split other than leave-one-out): "
+                             "per-user comparisons need one row per user")
+    common = keys[0]
+    for run_keys in keys[1:]:
+        common = np.intersect1d(common, run_keys)
     common = np.unique(common)
     values = []
-    for run in runs:
-        order = np.argsort(run.user_id, kind="stable")
-        where = order[np.searchsorted(run.user_id[order], common)]
+    for run, run_keys in zip(runs, keys):
+        order = np.argsort(run_keys, kind="stable")
+        where = order[np.searchsorted(run_keys[order], common)]
         values.append(per_user_ndcg(run, k)[where])
     return common, np.stack(values) if values else np.zeros((0, len(common)))
 
@@ -132,11 +149,14 @@ class Comparison:
 
 def compare(model: str, runs: dict[int, UserHits], reference: str, reference_runs: dict[int, UserHits],
             k: int = 10, resamples: int = RESAMPLES, seed: int = 0) -> Comparison | None:
-    """``model`` against ``reference`` over the seeds both have (``None`` if none)."""
+    """``model`` against ``reference`` over the seeds both have (``None`` if
+    they share no seed or no user)."""
     seeds = sorted(set(runs) & set(reference_runs))
     if not seeds:
         return None
     _, values = aligned([runs[s] for s in seeds] + [reference_runs[s] for s in seeds], k)
+    if values.shape[1] == 0:
+        return None  # no user in common: nothing to compare
     differences = (values[: len(seeds)] - values[len(seeds):]).mean(axis=0)  # per user, over seeds
     low, high = bootstrap_ci(differences, resamples, seed)
     return Comparison(model, reference, k, seeds, len(differences), float(differences.mean()), low, high,
