@@ -67,6 +67,29 @@ def test_a_trial_that_reports_test_metrics_stops_tuning(pattern_root):
                         echo=lambda _: None)
 
 
+def test_a_model_whose_every_trial_fails_gets_no_setting(pattern_root):
+    spec = plan_rows("pattern", ["AttnSeq"], data_path=str(pattern_root))[0]
+    failing = [{"status": "error", "error": "boom"}, {"best_valid": {"ndcg@10": float("nan")}}]
+    found = tuning.tune_row(spec, 2, lambda s: failing.pop(0), echo=lambda _: None)
+    assert found["best"] is None and found["error"] == "every trial failed" and len(found["trials"]) == 2
+
+
+def test_a_benchmark_goes_on_without_the_model_whose_tuning_failed(pattern_root, tmp_path, monkeypatch):
+    from recbole_attn.bench import measure, suite
+
+    def run_or_fail(spec):
+        if spec["model"] == "GRU4Rec":
+            return {"label": spec["label"], "model": "GRU4Rec", "status": "error", "error": "boom"}
+        return run_row(spec)
+
+    monkeypatch.setattr(measure, "run_row", run_or_fail)
+    record = suite.run_benchmark("pattern", ["AttnSeq", "GRU4Rec"], budget=None, epochs=1, tune=1,
+                                 data_path=str(pattern_root), output_dir=tmp_path, isolated=False,
+                                 overrides=[f"--checkpoint_dir={tmp_path}"], echo=lambda _: None)
+    assert record["tuning"]["GRU4Rec"]["best"] is None and record["tuning"]["AttnSeq"]["best"]
+    assert [row["label"] for row in record["rows"]] == ["AttnSeq"] and record["finished"]
+
+
 @pytest.mark.parametrize("text, message", [
     ("lr: {uniform: [1, 0]}", r"lr: uniform needs \[low, high\] with low < high"),
     ("lr: {log_uniform: [0, 1]}", r"and low > 0"),
@@ -93,6 +116,8 @@ def test_every_shipped_search_space_reads():
     (["--tune=-1"], "tune must be >= 0"),
     (["--models=GRU4Rec", "--reference=AttnSeq"], "reference 'AttnSeq' is not among the models: GRU4Rec"),
     (["--seeds=1,2", "--seed=3"], "either as --seeds or as seed"),
+    (["--topk=[5,20]", "--valid_metric=NDCG@5"], "metrics must include NDCG and topk 10, got metrics="),
+    (["--metrics=['Hit','MRR']", "--valid_metric=MRR@10"], "metrics must include NDCG and topk 10, got metrics="),
 ])
 def test_benchmark_options_fail_before_training(pattern_root, tmp_path, capsys, argv, message):
     code = main(["--dataset=pattern", f"--data_path={pattern_root}", f"--output_dir={tmp_path}", *argv])

@@ -182,6 +182,11 @@ def preflight(specs: Sequence[dict[str, Any]]) -> None:
     wrong dataset, path or option value fails before any training."""
     configs = [AttnConfig(spec["model"], spec["dataset"], spec["config_files"], spec["config_dict"],
                           spec["cmd_args"]) for spec in specs]
+    for config in configs:
+        metrics = [str(metric).lower() for metric in config["metrics"]]
+        if "ndcg" not in metrics or 10 not in config["topk"]:
+            raise UsageError(f"the benchmark compares NDCG@10: metrics must include NDCG and topk 10, "
+                             f"got metrics={config['metrics']} topk={config['topk']}")
     check_dataset_files(configs[0])
 
 
@@ -315,8 +320,8 @@ def run_benchmark(
             echo(f"tuning {spec['label']}: {tune} trials on validation, seed {spec['seed']} ...")
             record["tuning"][spec["label"]] = tuning.tune_row(spec, tune, run_spec, seed=spec["seed"], echo=echo)
             report.write_tables(record, paths)
-        specs = plan_rows(**plan, seeds=seeds, settings={
-            label: found["best"] for label, found in record["tuning"].items()})
+        tuned = {label: found["best"] for label, found in record["tuning"].items() if found["best"] is not None}
+        specs = [spec for spec in plan_rows(**plan, seeds=seeds, settings=tuned) if spec["label"] in tuned]
     for spec in specs:
         spec["ranks_file"] = str(paths["ranks"] / f"{report.file_label(spec['label'])}-seed{spec['seed']}.npz")
     finished: dict[int, dict[str, Any]] = {}

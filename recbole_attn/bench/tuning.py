@@ -104,7 +104,8 @@ def tune_row(spec: dict[str, Any], trials: int, run_trial: Callable[[dict[str, A
              seed: int = 0, echo: Callable[[str], Any] = print) -> dict[str, Any]:
     """``trials`` settings for ``spec``'s model, each trained by ``run_trial``
     (:func:`~recbole_attn.bench.measure.run_row` or its process) without its
-    test split; returns the best setting and every trial."""
+    test split; returns the best setting (``None`` when every trial failed)
+    and every trial."""
     try:
         import optuna
     except ImportError:
@@ -129,9 +130,12 @@ def tune_row(spec: dict[str, Any], trials: int, run_trial: Callable[[dict[str, A
         return float(value) if value is not None else float("nan")  # a failed trial: NaN, never chosen
 
     study.optimize(objective, n_trials=trials)
-    finished = [entry for entry in history if entry[f"valid_{TUNE_METRIC}"] is not None]
-    if not finished:
-        raise RuntimeError(f"every tuning trial of {spec['label']} failed; see the trials in the JSON")
+    finished = [entry for entry in history
+                if entry[f"valid_{TUNE_METRIC}"] is not None and math.isfinite(entry[f"valid_{TUNE_METRIC}"])]
+    found: dict[str, Any] = {"best": None, f"best_valid_{TUNE_METRIC}": None, "trials": history,
+                             "sampler": "optuna TPESampler", "seed": seed}
+    if not finished:  # the model gets no seeded runs; the other models go on
+        echo(f"  every tuning trial of {spec['label']} failed: no seeded runs for it (trials in the JSON)")
+        return {**found, "error": "every trial failed"}
     best = max(finished, key=lambda entry: entry[f"valid_{TUNE_METRIC}"])
-    return {"best": best["settings"], f"best_valid_{TUNE_METRIC}": best[f"valid_{TUNE_METRIC}"],
-            "trials": history, "sampler": "optuna TPESampler", "seed": seed}
+    return {**found, "best": best["settings"], f"best_valid_{TUNE_METRIC}": best[f"valid_{TUNE_METRIC}"]}
