@@ -88,6 +88,18 @@ def test_unknown_users_get_the_learned_unknown_vector(built):
             model.user_token.unknown.sub_(1.0)
 
 
+def test_a_missing_field_adds_nothing(built):
+    """A user with one field unknown (token 0) gets exactly the sum of the
+    fields that are known: padding rows embed to zero after initialisation."""
+    _, model, _ = built
+    user = model.user_token.features_of(torch.tensor([1, 2]))
+    partial = {**user, "occupation": torch.zeros_like(user["occupation"])}
+    embeddings = model.user_token.embeddings
+    expected = embeddings["age"](user["age"]).sum(-2) + embeddings["gender"](user["gender"]).sum(-2)
+    torch.testing.assert_close(model.user_token(partial, 2), expected)
+    assert all(not table.weight[0].any() for table in embeddings.values())
+
+
 def test_weights_show_the_user_first(built):
     _, model, _ = built
     seq, length, user = batch_of(model)

@@ -55,7 +55,7 @@ from torch import nn
 
 from recbole_attn.errors import UsageError, check_choice, check_positive, check_probability
 from recbole_attn.models.base import AttnSequentialRecommender
-from recbole_attn.models.layers import AttentionPooling
+from recbole_attn.models.layers import AttentionPooling, zero_padding_row
 
 RNN_TYPES = {"gru": nn.GRU, "lstm": nn.LSTM}
 ATTENTION_TYPES = (*AttentionPooling.TYPES, "none")
@@ -144,9 +144,7 @@ class AttnRNN(AttnSequentialRecommender):
         biases; the padding row stays zero."""
         if isinstance(module, nn.Embedding):
             nn.init.xavier_normal_(module.weight)
-            if module.padding_idx is not None:
-                with torch.no_grad():
-                    module.weight[module.padding_idx].zero_()
+            zero_padding_row(module)
         elif isinstance(module, nn.Linear):
             nn.init.xavier_normal_(module.weight)
             if module.bias is not None:

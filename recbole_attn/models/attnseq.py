@@ -31,7 +31,7 @@ from torch import nn
 
 from recbole_attn.errors import UsageError, check_choice, check_positive, check_probability
 from recbole_attn.models.base import AttnSequentialRecommender
-from recbole_attn.models.layers import AttentionPooling, TransformerBlock, select_positions
+from recbole_attn.models.layers import AttentionPooling, TransformerBlock, select_positions, zero_padding_row
 from recbole_attn.values import as_list
 
 FEATURE_FUSIONS = ("sum", "concat")
@@ -143,10 +143,13 @@ class AttnSeq(AttnSequentialRecommender):
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Truncated-normal weights as in BERT/SASRec; zero biases, unit norms."""
+        """Truncated-normal weights as in BERT/SASRec; zero biases, unit
+        norms; padding rows stay zero."""
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.trunc_normal_(module.weight, std=self.initializer_range, a=-2 * self.initializer_range,
                                   b=2 * self.initializer_range)
+        if isinstance(module, nn.Embedding):
+            zero_padding_row(module)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
         if isinstance(module, nn.LayerNorm):

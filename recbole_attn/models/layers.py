@@ -17,6 +17,15 @@ from torch import nn
 from recbole_attn.errors import check_choice
 
 
+def zero_padding_row(embedding: nn.Embedding) -> None:
+    """Zero the padding row after a weight initialisation overwrote it: it
+    gets no gradient, so a random row would stay in every sum over a field's
+    tokens (padded token_seq slots, a user's unknown field) for good."""
+    if embedding.padding_idx is not None:
+        with torch.no_grad():
+            embedding.weight[embedding.padding_idx].zero_()
+
+
 def attend(
     query: torch.Tensor,
     key: torch.Tensor,
