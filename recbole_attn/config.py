@@ -266,3 +266,10 @@ class AttnConfig(Config):
         if final.get("item_init_freeze") and final.get("item_init") in (None, "random"):
             raise UsageError("item_init_freeze: True keeps pretrained item vectors fixed; with item_init: random "
                              "there are none (set item_init: word2vec)")
+        pretrained = final.get("item_init") not in (None, "random")
+        if pretrained and self.model_class.type != ModelType.SEQUENTIAL:
+            raise UsageError(f"item_init: {final['item_init']} learns from training sequences; "
+                             f"{self.model_class.__name__} is not a sequential model (use item_init: random)")
+        if pretrained and final.get("item_init_freeze") and final.get("weight_decay"):
+            raise UsageError(f"item_init_freeze keeps the pretrained rows fixed by zeroing their gradient; "
+                             f"weight_decay {final['weight_decay']} would still move them (set weight_decay: 0)")

@@ -28,8 +28,8 @@ from recbole_attn.errors import UsageError, check_choice
 logger = logging.getLogger(__name__)
 
 ITEM_INITS = ("random", "word2vec")
-#: Skip-gram settings: gensim's defaults but for the window (whole short sessions) and
-#: more epochs over a corpus of a few hundred thousand tokens.
+#: Skip-gram (gensim's default is CBOW), every item kept however rare (its default drops
+#: words seen fewer than 5 times), and 10 epochs over a corpus of a few hundred thousand tokens.
 WORD2VEC = {"sg": 1, "window": 5, "negative": 5, "min_count": 1, "epochs": 10, "sample": 1e-3}
 
 
@@ -41,9 +41,10 @@ def training_corpus(train_dataset: Any) -> list[list[str]]:
     return [words[start:end].tolist() for start, end in zip(offsets[:-1], offsets[1:])]
 
 
-def _cache_key(corpus: list[list[str]], size: int, seed: int, dataset: str) -> str:
+def _cache_key(corpus: list[list[str]], rows: int, size: int, seed: int, dataset: str) -> str:
     digest = hashlib.sha256()
-    digest.update(json.dumps({"size": size, "seed": seed, "word2vec": WORD2VEC, "dataset": dataset}).encode())
+    digest.update(json.dumps({"rows": rows, "size": size, "seed": seed, "word2vec": WORD2VEC,
+                              "dataset": dataset}).encode())
     for sentence in corpus:
         digest.update((" ".join(sentence) + "\n").encode())
     return digest.hexdigest()[:16]
@@ -65,7 +66,7 @@ def pretrained_table(train_dataset: Any, n_items: int, size: int, seed: int, cac
     by item id, read from the cache when the same corpus and settings made
     them before; items without one (not in training) are marked unknown."""
     corpus = training_corpus(train_dataset)
-    path = Path(cache_dir) / "item_init" / f"{dataset}-word2vec-{_cache_key(corpus, size, seed, dataset)}.npz"
+    path = Path(cache_dir) / "item_init" / f"{dataset}-word2vec-{_cache_key(corpus, n_items, size, seed, dataset)}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=False) as cached:
             logger.info(f"item_init: word2vec vectors read from {path}")
@@ -84,7 +85,10 @@ def initialize_item_table(model: Any, config: Any, train_dataset: Any) -> None:
 
     The vectors are rescaled to the table's own standard deviation, so the
     Transformer's or RNN's input keeps the scale its initialisation chose;
-    items word2vec never saw and the padding row keep their own."""
+    items word2vec never saw and the padding row keep their own.
+    ``item_init_freeze`` keeps the pretrained rows fixed (their gradient is
+    zero, so Adam never moves them); the other rows train, so an item seen
+    only in validation or test is still pushed down as a negative."""
     kind = config["item_init"] or "random"
     check_choice("item_init", kind, ITEM_INITS)
     table = getattr(model, "item_embedding", None)
@@ -102,5 +106,6 @@ def initialize_item_table(model: Any, config: Any, train_dataset: Any) -> None:
         pretrained = torch.from_numpy(vectors[known]).to(weight.device, weight.dtype)
         scale = weight[1:].std() / pretrained.std().clamp(min=1e-12)
         weight[rows.to(weight.device)] = pretrained * scale
-    if config["item_init_freeze"]:
-        weight.requires_grad_(False)
+    if config["item_init_freeze"]:  # the pretrained rows only: the others (padding, unseen items) still learn
+        fixed = rows.to(weight.device)[:, None]
+        weight.register_hook(lambda grad: grad.masked_fill(fixed, 0.0))

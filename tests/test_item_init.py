@@ -55,7 +55,11 @@ def test_word2vec_fills_known_items_caches_and_freezes(pattern_root, tmp_path, m
     changed = (after != before).any(dim=1)
     assert changed[1:].all()  # every item of the pattern data is in some training sequence
     assert after[1:].std() == pytest.approx(before[1:].std().item(), rel=1e-4)  # the table's scale is kept
-    assert not model.item_embedding.weight.requires_grad
+    # frozen: the pretrained rows get no gradient, the padding row (also an output row) still does
+    model.item_embedding.weight.sum().backward()
+    grad = model.item_embedding.weight.grad
+    assert not grad[1:].any() and grad[0].any()
+    model.item_embedding.weight.grad = None
     # items that follow each other in the sequences end up closer than random pairs
     table = torch.nn.functional.normalize(after[1:], dim=1)
     neighbours = (table[:-1] * table[1:]).sum(1).mean()
@@ -85,6 +89,28 @@ def test_random_keeps_the_table_and_bad_values_name_the_choices(pattern_root, tm
         split(pattern_root, tmp_path, item_init="glove")
     with pytest.raises(UsageError, match=r"item_init_freeze must be True or False"):
         split(pattern_root, tmp_path, item_init_freeze="yes")
+
+
+def test_the_cache_keeps_tables_of_other_sizes_apart(pattern_root, tmp_path):
+    """BERT4Rec's table has one row more than SASRec's on the same data: each gets its own vectors."""
+    from recbole_attn.item_init import pretrained_table
+
+    _, _, train, _, _ = split(pattern_root, tmp_path)
+    rows = train.dataset.item_num
+    first, _ = pretrained_table(train.dataset, rows, 8, 0, tmp_path, "pattern")
+    second, known = pretrained_table(train.dataset, rows + 1, 8, 0, tmp_path, "pattern")
+    assert first.shape == (rows, 8) and second.shape == (rows + 1, 8) and not known[-1]
+    assert len(list((tmp_path / "item_init").iterdir())) == 2
+
+
+@pytest.mark.parametrize("model, options, message", [
+    ("BPR", {"item_init": "word2vec"}, "item_init: word2vec learns from training sequences; BPR is not a sequential"),
+    ("AttnSeq", {"item_init": "word2vec", "item_init_freeze": True, "weight_decay": 0.01},
+     "weight_decay 0.01 would still move them"),
+])
+def test_item_init_refuses_what_it_cannot_do(pattern_root, model, options, message):
+    with pytest.raises(UsageError, match=message):
+        AttnConfig(model, "pattern", config_dict={"data_path": str(pattern_root), "state": "WARNING", **options})
 
 
 @pytest.mark.slow
