@@ -92,9 +92,9 @@ def load_user_features(final: dict[str, Any]) -> None:
     """``user_features`` also loads those columns of the ``.user`` file, so
     that naming the features is all a user has to do."""
     wanted = as_list(final.get("user_features"))  # checked by validate_settings
-    if not wanted:
-        return
-    load_col = dict(final.get("load_col") or {})
+    if not wanted or final.get("load_col") is None or final["load_col"].get("user") == "*":
+        return  # RecBole loads every column already (None: every file; "*": every user column)
+    load_col = dict(final["load_col"])
     columns = list(load_col.get("user") or [final["USER_ID_FIELD"]])
     load_col["user"] = columns + [field for field in wanted if field not in columns]
     final["load_col"] = load_col

@@ -50,6 +50,15 @@ def test_features_are_loaded_and_embedded(built, ml100k_root):
     assert model.user_token.embeddings["occupation"].num_embeddings == 1 + len(occupations)  # + padding
 
 
+@pytest.mark.parametrize("load_col", [None, {"inter": ["user_id", "item_id", "timestamp"], "user": "*"}])
+def test_a_load_col_that_loads_everything_is_kept(ml100k_root, load_col):
+    """None loads every file and "*" every user column: adding the named
+    features to either would drop the rest (None would lose the .inter file)."""
+    config, model, train = build(ml100k_root, "AttnSeq", load_col=load_col)
+    assert config["load_col"] == load_col and list(model.user_token.embeddings) == FEATURES
+    assert train.dataset.inter_num > 0
+
+
 def test_no_future_leakage_with_the_user_token(built):
     _, model, _ = built
     seq, length, user = batch_of(model, lengths=(L, L, L, L))
