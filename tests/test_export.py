@@ -18,13 +18,16 @@ from tests.conftest import FAST
 ort = pytest.importorskip("onnxruntime")  # the optional extra 'export'; CI installs it
 
 
-@pytest.fixture(scope="module", params=["AttnSeq", "AttnRNN"])
+@pytest.fixture(scope="module", params=[("AttnSeq", {}), ("AttnRNN", {}), ("AttnSeq", {"readout": "attention"})],
+                ids=["AttnSeq", "AttnRNN", "AttnSeq-readout-attention"])
 def exported(request, pattern_root, tmp_path_factory):
-    folder = tmp_path_factory.mktemp(request.param)
-    settings = {**FAST, "epochs": 2, "data_path": str(pattern_root), "checkpoint_dir": str(folder / "saved")}
+    model, options = request.param
+    folder = tmp_path_factory.mktemp(model)
+    settings = {**FAST, "epochs": 2, "data_path": str(pattern_root), "checkpoint_dir": str(folder / "saved"),
+                **options}
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
-        result = recbole_attn.run(request.param, "pattern", config_dict=settings, write_results=False)
+        result = recbole_attn.run(model, "pattern", config_dict=settings, write_results=False)
     loaded = load(result["checkpoint"], device="cpu")
     return loaded, export_model(loaded, folder / "export")
 
