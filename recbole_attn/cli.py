@@ -116,11 +116,11 @@ def _serve_parser() -> argparse.ArgumentParser:
         who.add_argument("--history", help="item tokens, oldest first, comma-separated (a new user)")
         command.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
         command.add_argument("--data_path", default=None, help="folder holding <dataset>/, if the data moved")
+        command.add_argument("--user_features", default=None, metavar="FIELD=TOKEN,...",
+                             help="with --history, for a model trained with user_features: the new user's "
+                                  "features, e.g. age=25,gender=F")
     recommend_cmd.add_argument("-k", type=int, default=10, help="how many items (default: 10)")
     recommend_cmd.add_argument("--include_seen", action="store_true", help="also rank the history's own items")
-    recommend_cmd.add_argument("--user_features", default=None, metavar="FIELD=TOKEN,...",
-                               help="with --history, for a model trained with user_features: the new user's "
-                                    "features, e.g. age=25,gender=F")
     explain_cmd.add_argument("--png", default=None, help="draw a heatmap to this file (needs matplotlib)")
     export_cmd = commands.add_parser("export", help="the history encoder and item table, for serving elsewhere")
     export_cmd.add_argument("--checkpoint", required=True, help="a .pth file written by training")
@@ -158,20 +158,20 @@ def serve_main(argv: Sequence[str]) -> int:
         from recbole_attn.serve.plot import require_matplotlib
 
         require_matplotlib()  # before the slow part
+    if args.user_features is not None and args.user is not None:
+        raise UsageError("--user_features goes with --history (a new user); known users bring their own")
+    features = None if args.user_features is None else _features(args.user_features)
     loaded = load(args.checkpoint, device=args.device, data_path=args.data_path)
     if args.command == "recommend":
         query: dict[str, Any] = {"users": _split(args.user)} if args.user is not None else {
-            "histories": [_split(args.history)]}
-        if args.user_features is not None:
-            if args.user is not None:
-                raise UsageError("--user_features goes with --history (a new user); known users bring their own")
-            query["user_features"] = [_features(args.user_features)]
+            "histories": [_split(args.history)], **({"user_features": [features]} if features else {})}
         recs = recommend(loaded, **query, k=args.k, exclude_seen=not args.include_seen)
         for index, key in enumerate(recs.keys):
             print(f"user {key}" if args.user is not None else f"history {args.history}")
             print(format_recommendations(loaded, recs, index))
         return 0
-    query = {"user": args.user} if args.user is not None else {"history": _split(args.history)}
+    query = {"user": args.user} if args.user is not None else {"history": _split(args.history),
+                                                               "user_features": features}
     explanation = explain(loaded, **query)
     print(format_explanation(explanation))
     if args.png:

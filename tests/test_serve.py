@@ -333,6 +333,14 @@ def test_explain_shows_the_user_token_and_the_readout(with_user, tmp_path):
     np.testing.assert_allclose(explained.weights.sum(axis=1), 1.0, atol=1e-5)
     assert (explained.weights[:-1, 0] > 0).all()  # every head attends to the user
     assert explained.weights[-1, 0] == 0  # the readout pools item outputs only
+    # a new user with user 3's features and history is explained as user 3 is
+    features = {"age": "23", "gender": "M", "occupation": "writer"}  # user 3 in ml-100k.user
+    as_new = explain(with_user, history=with_user.history("3"), user_features=features)
+    np.testing.assert_allclose(as_new.weights, explained.weights, rtol=1e-5, atol=1e-7)
+    nobody = explain(with_user, history=with_user.history("3"))
+    assert not np.allclose(nobody.weights, explained.weights)
+    with pytest.raises(UsageError, match="user_features go with a history"):
+        explain(with_user, user="3", user_features=features)
     with pytest.raises(UsageError, match="user_features is not supported"):
         from recbole_attn.serve.export import export_model
 
@@ -344,7 +352,7 @@ def test_explain_shows_the_user_token_and_the_readout(with_user, tmp_path):
     assert plot_explanation(explained, tmp_path / "user.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_cli_recommends_for_a_new_user_with_features(with_user, capsys):
+def test_cli_serves_a_new_user_with_features(with_user, capsys):
     checkpoint = str(with_user.checkpoint)
     base = ["recommend", "--checkpoint", checkpoint, "--history", "50,172", "-k", "3"]
     assert main([*base, "--user_features", "age=24,gender=M,occupation=technician"]) == 0
@@ -354,4 +362,10 @@ def test_cli_recommends_for_a_new_user_with_features(with_user, capsys):
     assert main([*base, "--user_features", "age"]) == 2
     assert "--user_features must be FIELD=TOKEN pairs" in capsys.readouterr().err
     assert main(["recommend", "--checkpoint", checkpoint, "--user", "1", "--user_features", "age=24"]) == 2
+    assert "goes with --history" in capsys.readouterr().err
+    explain_new = ["explain", "--checkpoint", checkpoint, "--history", "50,172"]
+    assert main([*explain_new, "--user_features", "age=24,gender=M,occupation=technician"]) == 0
+    explained = capsys.readouterr().out
+    assert main(explain_new) == 0 and capsys.readouterr().out != explained  # the user token's weights differ
+    assert main(["explain", "--checkpoint", checkpoint, "--user", "1", "--user_features", "age=24"]) == 2
     assert "goes with --history" in capsys.readouterr().err

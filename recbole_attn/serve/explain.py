@@ -12,7 +12,7 @@ import torch
 
 from recbole_attn.errors import UsageError
 from recbole_attn.serve.load import LoadedModel
-from recbole_attn.serve.queries import model_input, resolve_queries, tail_windows
+from recbole_attn.serve.queries import model_input, resolve_queries, tail_windows, user_feature_ids
 
 
 #: How the user token (``user_features``) appears among the explained positions.
@@ -52,10 +52,12 @@ class Explanation:
 
 
 def explain(
-    loaded: LoadedModel, history: Sequence[Any] | None = None, user: Any = None, on_unknown: str = "error"
+    loaded: LoadedModel, history: Sequence[Any] | None = None, user: Any = None, on_unknown: str = "error",
+    user_features: dict[str, Any] | None = None,
 ) -> Explanation:
     """The attention weights of ``loaded``'s model over a ``history`` of raw
-    item tokens, or over a known ``user``'s most recent items."""
+    item tokens, or over a known ``user``'s most recent items. With a
+    history, ``user_features`` are the new user's (as in ``recommend``)."""
     model: Any = loaded.model
     try:
         names = model.attention_panels()
@@ -73,8 +75,13 @@ def explain(
         queries = resolve_queries(loaded, None, [list(history or ())], on_unknown)
     if not queries.keys:
         raise UsageError("nothing to explain: every token was unknown and skipped")
+    features = None
+    if user_features is not None:
+        if user is not None:
+            raise UsageError("user_features go with a history (a new user); a known user brings their own")
+        features = user_feature_ids(loaded, [user_features], queries.keys, on_unknown)
     item_seq, lengths = tail_windows(queries.indptr, queries.indices, queries.rows, loaded.max_length)
-    interaction = model_input(loaded, item_seq, lengths, queries.user_ids)
+    interaction = model_input(loaded, item_seq, lengths, queries.user_ids, features)
     user_input = model.user_input(interaction) if hasattr(model, "user_input") else {}
     with torch.inference_mode():
         weights = model.attention_weights(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN], **user_input)
