@@ -124,6 +124,7 @@ BAD_INPUTS = [
     ("freeze random items", ["--item_init_freeze=True"], "with item_init: random there are none"),
     ("user_features", ["--user_features=[age]"], "user_features: 'age' is not a user feature of edge"),
     ("user_features type", ["--user_features=5"], "user_features must be a list of user field names, got 5"),
+    ("user_features twice", ["--user_features=[age,age]"], "user_features names 'age' more than once"),
     ("nproc", ["--nproc=0"], "nproc must be an integer > 0, got 0"),
     ("empty dataset", ["--dataset="], "dataset name '' must be a plain name"),
     ("typo, strict", ["--learning_rat=0.1", "--strict_keys=True"], "unknown option 'learning_rat'"),
