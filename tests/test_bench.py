@@ -282,3 +282,10 @@ def test_seeds_give_mean_rows_and_comparisons_that_files_can_recompute(pattern_r
     assert reverse["model"] == "AttnSeq" and reverse["mean_difference"] == pytest.approx(
         -comparison["mean_difference"])
     assert "vs GRU4Rec" in (moved / json_file.name.replace(".json", ".md")).read_text()
+
+
+def test_the_protocol_line_names_only_keys_some_row_has():
+    rows = [{"result": {"config": {"MAX_ITEM_LIST_LENGTH": 50, "hidden_size": 64}}},
+            {"result": {"config": {"MAX_ITEM_LIST_LENGTH": 50, "hidden_size": 32}}}]
+    shared, differing = report.protocol(rows)
+    assert shared == {"MAX_ITEM_LIST_LENGTH": 50, "hidden_size": 64} and differing == ["hidden_size"]

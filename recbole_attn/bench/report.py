@@ -276,7 +276,8 @@ def protocol(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
     if not configs:
         return {}, []
     # a key counts among the rows whose model has it (SASRec has no embedding_size)
-    shared = {key: next((config[key] for config in configs if key in config), None) for key in PROTOCOL_KEYS}
+    shared = {key: next(config[key] for config in configs if key in config)
+              for key in PROTOCOL_KEYS if any(key in config for config in configs)}
     differing = [key for key in PROTOCOL_KEYS if key != "seed" and len({
         json.dumps(config[key], sort_keys=True, default=str) for config in configs if key in config}) > 1]
     return shared, differing
