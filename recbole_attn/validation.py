@@ -76,7 +76,8 @@ def field_names(key: str, value: Any) -> None:
     names = [value] if isinstance(value, str) else value
     if names is not None and not (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
         raise _fail(key, value, "a list of user field names")
-    repeated = sorted({name for name in names or () if list(names).count(name) > 1})
+    given = list(names or ())
+    repeated = sorted({name for name in given if given.count(name) > 1})
     if repeated:
         raise UsageError(f"{key} names {', '.join(map(repr, repeated))} more than once, got {value!r}")
 
