@@ -19,6 +19,16 @@ def test_project_defaults_apply_to_recbole_models():
     assert config["n_layers"] == 2  # RecBole's own SASRec.yaml still applies
 
 
+def test_the_sparse_property_file_raises_both_dropouts():
+    """Shipped beside overall.yaml (installed too), read only when named."""
+    from recbole_attn.config import project_properties_dir
+
+    sparse = project_properties_dir() / "sparse.yaml"
+    config = AttnConfig("AttnSeq", "ml-100k", config_file_list=[str(sparse)], config_dict={"strict_keys": True})
+    assert config["hidden_dropout_prob"] == config["attn_dropout_prob"] == 0.5
+    assert AttnConfig("AttnSeq", "ml-100k")["hidden_dropout_prob"] == 0.2
+
+
 def test_precedence_cmd_over_dict_over_files_over_model_over_project(tmp_path):
     first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
     first.write_text("hidden_size: 32\nlearning_rate: 0.01\nepochs: 7\n")
