@@ -289,3 +289,10 @@ def test_the_protocol_line_names_only_keys_some_row_has():
             {"result": {"config": {"MAX_ITEM_LIST_LENGTH": 50, "hidden_size": 32}}}]
     shared, differing = report.protocol(rows)
     assert shared == {"MAX_ITEM_LIST_LENGTH": 50, "hidden_size": 64} and differing == ["hidden_size"]
+
+
+def test_the_summary_header_names_the_reference_or_says_there_is_none():
+    row = {"label": "AttnSeq", "status": "ok", "test": {"ndcg@10": 0.05, "hit@10": 0.1},
+           "best_valid": {"ndcg@10": 0.06}, "epochs_run": 3, "best_epoch": 2}
+    assert "Δ NDCG@10 vs AttnSeq [95% CI]" in report.summary_table({"rows": [row], "reference": "AttnSeq"})
+    assert "Δ NDCG@10 (no reference)" in report.summary_table({"rows": [row], "reference": None})

@@ -231,8 +231,9 @@ def summary_table(record: dict[str, Any]) -> str:
     for row in record["rows"]:
         by_label.setdefault(row["label"], []).append(row)
     found = {c["model"]: c for c in record.get("comparisons") or []}
+    delta = f"Δ NDCG@10 vs {reference} [95% CI]" if reference else "Δ NDCG@10 (no reference)"
     lines = [
-        f"| model | settings | runs | test NDCG@10 | test HR@10 | Δ NDCG@10 vs {reference or '-'} [95% CI] "
+        f"| model | settings | runs | test NDCG@10 | test HR@10 | {delta} "
         "| p (Holm) | best valid NDCG@10 | s/epoch | s to best | epochs (best) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
