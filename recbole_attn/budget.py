@@ -9,8 +9,9 @@ budget, so a budget checked only between epochs would not bound the run.
 That partial epoch is validated like a whole one (so it can be the best
 model), also when ``eval_step`` > 1 would have skipped it
 (:func:`validate_last_epoch`: otherwise a run stopped before its first
-evaluation step has no model to test), and no further epoch starts. Several processes (DDP) must stop at the
-same step, so there the budget is checked between epochs only, by rank 0.
+evaluation step has no model to test), and no further epoch starts.
+Several processes (DDP) must stop at the same step, so there the budget is
+checked between epochs only, by rank 0.
 """
 from __future__ import annotations
 

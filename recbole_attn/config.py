@@ -263,10 +263,10 @@ class AttnConfig(Config):
             raise UsageError(f"eval_args order {order!r} does not fit a sequential model, whose histories "
                              f"are time-ordered: use 'TO'")
         check_chunk_size(final.get(CHUNK_SIZE_KEY))
-        if final.get("item_init_freeze") and final.get("item_init") in (None, "random"):
+        pretrained = final.get("item_init") not in (None, "random")
+        if final.get("item_init_freeze") and not pretrained:
             raise UsageError("item_init_freeze: True keeps pretrained item vectors fixed; with item_init: random "
                              "there are none (set item_init: word2vec)")
-        pretrained = final.get("item_init") not in (None, "random")
         if pretrained and self.model_class.type != ModelType.SEQUENTIAL:
             raise UsageError(f"item_init: {final['item_init']} learns from training sequences; "
                              f"{self.model_class.__name__} is not a sequential model (use item_init: random)")

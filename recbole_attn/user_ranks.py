@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -87,7 +87,7 @@ class UserRanks(TrainerHook):
         users' tokens from ``dataset``; ``False`` when there is nothing to save."""
         if self.latest is None:
             return False
-        save_user_hits(path, self.latest, user_tokens(dataset, self.latest))
+        save_user_hits(path, replace(self.latest, user_token=user_tokens(dataset, self.latest)))
         return True
 
     def record(self, users: np.ndarray, topk: torch.Tensor) -> None:
@@ -97,14 +97,12 @@ class UserRanks(TrainerHook):
         self.latest = UserHits(users.astype(np.int64), rows[:, :-1].astype(np.uint8), rows[:, -1].astype(np.int64))
 
 
-def save_user_hits(path: str | os.PathLike, hits: UserHits, user_tokens: np.ndarray | None = None) -> None:
-    """Write ``hits`` and the users' original tokens (``user_tokens``, else
-    ``hits.user_token``) as a compressed ``.npz``, atomically."""
+def save_user_hits(path: str | os.PathLike, hits: UserHits) -> None:
+    """Write ``hits`` (with the users' original tokens, where known) as a
+    compressed ``.npz``, atomically."""
     arrays: dict[str, Any] = {"user_id": hits.user_id, "hits": hits.hits, "pos_len": hits.pos_len}
-    if user_tokens is None:
-        user_tokens = hits.user_token
-    if user_tokens is not None:
-        arrays["user_token"] = np.asarray(user_tokens).astype(str)
+    if hits.user_token is not None:
+        arrays["user_token"] = np.asarray(hits.user_token).astype(str)
     atomic_npz_save(path, compressed=True, **arrays)
 
 

@@ -3,6 +3,7 @@ numbers worked out by hand, and the per-user hits a real run saves."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -112,7 +113,7 @@ def test_runs_without_user_ids_pair_row_by_row():
 
 def test_hits_file_round_trip(tmp_path):
     hits = hits_of([3, 0, 1])
-    save_user_hits(tmp_path / "r.ranks.npz", hits, np.array(["a", "b", "c"]))
+    save_user_hits(tmp_path / "r.ranks.npz", replace(hits, user_token=np.array(["a", "b", "c"])))
     back = load_user_hits(tmp_path / "r.ranks.npz")
     np.testing.assert_array_equal(back.hits, hits.hits)
     np.testing.assert_array_equal(back.user_id, hits.user_id)
