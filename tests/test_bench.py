@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from recbole_attn.models.attnrnn import AttnRNN
@@ -14,6 +17,7 @@ from recbole_attn.models.attnrnn import AttnRNN
 from recbole_attn.bench import plots, report, suite
 from recbole_attn.bench.cli import budget_seconds, main
 from recbole_attn.errors import UsageError
+from recbole_attn.user_ranks import UserHits, save_user_hits
 
 METRICS = [f"{name}@{k}" for name in ("recall", "mrr", "ndcg", "hit") for k in (5, 10, 20)]
 
@@ -296,3 +300,75 @@ def test_the_summary_header_names_the_reference_or_says_there_is_none():
            "best_valid": {"ndcg@10": 0.06}, "epochs_run": 3, "best_epoch": 2}
     assert "Δ NDCG@10 vs AttnSeq [95% CI]" in report.summary_table({"rows": [row], "reference": "AttnSeq"})
     assert "Δ NDCG@10 (no reference)" in report.summary_table({"rows": [row], "reference": None})
+
+
+def hits_at(rank: int, users: int = 4) -> UserHits:
+    """Every one of ``users`` users has its one positive at ``rank``."""
+    table = np.zeros((users, 10), dtype=np.uint8)
+    table[:, rank - 1] = 1
+    return UserHits(np.arange(1, users + 1), table, np.ones(users, dtype=np.int64))
+
+
+def saved_record(folder: Path, seed: int, ranks: dict[str, int], **keys) -> Path:
+    """A finished one-seed benchmark record in ``folder`` whose models rank
+    every user's target at ``ranks[label]``, with its per-user hits."""
+    folder.mkdir(parents=True)
+    rows = []
+    for label, rank in ranks.items():
+        save_user_hits(folder / f"{label}-{seed}.ranks.npz", hits_at(rank))
+        rows.append(fake_row(label, 0.1 / rank, seed=seed, ranks_file=f"{label}-{seed}.ranks.npz"))
+    record = {**fake_record(rows), "command": f"python -m recbole_attn.bench --seeds={seed}",
+              "reference": "AttnSeq", **keys}
+    path = folder / "bench.json"
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_merged_seeds_pool_into_one_comparison_that_stands_alone(tmp_path, capsys):
+    first = saved_record(tmp_path / "a", 1, {"AttnSeq": 1, "GRU4Rec": 2})
+    second = saved_record(tmp_path / "b", 2, {"AttnSeq": 1, "GRU4Rec": 1})
+    out = tmp_path / "merged"
+    assert main([f"--merge={first},{second}", f"--output_dir={out}"]) == 0, capsys.readouterr().out
+    [merged_file] = list(out.glob("*.json"))
+    merged = json.loads(merged_file.read_text())
+    assert merged["seeds"] == [1, 2] and len(merged["rows"]) == 4
+    assert [source["command"] for source in merged["sources"]] == [
+        "python -m recbole_attn.bench --seeds=1", "python -m recbole_attn.bench --seeds=2"]
+    [comparison] = merged["comparisons"]
+    # per user: seed 1 loses 1 - 1/log2(3) against the reference, seed 2 ties; seeds are averaged per user
+    assert comparison["seeds"] == [1, 2]
+    assert comparison["mean_difference"] == pytest.approx(-(1 - 1 / math.log2(3)) / 2)
+    markdown = Path(merged["files"]["markdown"]).read_text()
+    assert "Merged from 2 benchmarks:" in markdown and "--seeds=2`: Started" in markdown
+    assert "| AttnSeq | defaults | 2 |" in markdown
+    # the merged record keeps its own copies of the per-user hits
+    shutil.rmtree(tmp_path / "a")
+    shutil.rmtree(tmp_path / "b")
+    assert main([f"--report={merged_file}"]) == 0
+    assert json.loads(merged_file.read_text())["comparisons"] == merged["comparisons"]
+
+
+@pytest.mark.parametrize("second_keys, message", [
+    ({"budget_seconds": 300.0}, "the records differ in budget_seconds"),
+    ({"dataset": "ml-1m"}, "the records differ in dataset"),
+    ({}, "AttnSeq seed 1 is in both"),
+])
+def test_merge_refuses_records_that_do_not_pool(tmp_path, capsys, second_keys, message):
+    first = saved_record(tmp_path / "a", 1, {"AttnSeq": 1})
+    second = saved_record(tmp_path / "b", 1 if not second_keys else 2, {"AttnSeq": 2}, **second_keys)
+    out = tmp_path / "merged"
+    assert main([f"--merge={first},{second}", f"--output_dir={out}"]) == 2
+    error = capsys.readouterr().err
+    assert message in error and len(error.strip().splitlines()) == 1
+    assert not out.exists()  # nothing half-written
+
+
+def test_merge_needs_two_records_and_excludes_report(tmp_path, capsys):
+    first = saved_record(tmp_path / "a", 1, {"AttnSeq": 1})
+    assert main([f"--merge={first}", f"--output_dir={tmp_path / 'out'}"]) == 2
+    assert "at least two" in capsys.readouterr().err
+    assert main([f"--merge={first},{first}", f"--report={first}"]) == 2
+    assert "--report and --merge exclude each other" in capsys.readouterr().err
+    assert main([f"--merge={first},{tmp_path / 'missing.json'}", f"--output_dir={tmp_path / 'out'}"]) == 2
+    assert "cannot read the benchmark record" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -80,6 +80,9 @@ def parse_args(argv: Sequence[str], prog: str = "python -m recbole_attn.bench") 
                         help="train nothing: recompute the comparisons of a finished benchmark from its "
                              "saved per-user hits (with --reference, against another model) and rewrite its "
                              "Markdown and CSV beside it")
+    parser.add_argument("--merge", default=None, metavar="A.json,B.json",
+                        help="train nothing: pool finished benchmarks of one dataset (e.g. seeds run apart) "
+                             "into one new record under --output_dir, with comparisons over all their seeds")
     parser.add_argument("--in_process", action="store_true",
                         help="run models in this process, not one fresh process each "
                              "(peak RSS is then cumulative)")
@@ -89,19 +92,25 @@ def parse_args(argv: Sequence[str], prog: str = "python -m recbole_attn.bench") 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m recbole_attn.bench") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args, overrides = parse_args(argv, prog)
+    from recbole_attn.bench.merge import merge_records
     from recbole_attn.bench.report import rewrite_report, summary_table
     from recbole_attn.bench.suite import run_benchmark, split_list
 
+    command = shlex.join([*prog.split(), *argv])
     try:
+        if args.report and args.merge:
+            raise UsageError("--report and --merge exclude each other: rewrite one record or merge several")
         if args.report:
             record = rewrite_report(args.report, args.reference)
+        elif args.merge:
+            record = merge_records(split_list(args.merge), args.output_dir, args.reference, command=command)
         else:
             record = run_benchmark(
                 dataset=args.dataset, models=split_list(args.models),
                 attention_types=split_list(args.attention_types),
                 budget=args.budget, epochs=args.epochs, output_dir=args.output_dir, data_path=args.data_path,
                 config_files=split_list(args.config_files), overrides=overrides, isolated=not args.in_process,
-                command=shlex.join([*prog.split(), *argv]), jobs=args.jobs, seeds=args.seeds,
+                command=command, jobs=args.jobs, seeds=args.seeds,
                 reference=args.reference, tune=args.tune,
             )
     except UsageError as error:

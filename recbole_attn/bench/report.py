@@ -284,8 +284,36 @@ def protocol(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
     return shared, differing
 
 
-def markdown_document(record: dict[str, Any]) -> str:
+def run_origin(record: dict[str, Any]) -> str:
+    """When, where and from which commit one benchmark ran."""
     machine, git = record["machine"], record["git"]
+    return (
+        f"Started {record['started']}, {format_seconds(record.get('wall_seconds'))} s in all"
+        f"{'' if record['finished'] else ' so far (unfinished)'}. Machine: {machine['processor']}, "
+        f"{machine['cpu_count']} CPUs, torch threads {machine['torch_threads']}, "
+        f"OMP_NUM_THREADS={record.get('omp_num_threads')}, device {machine['device']}"
+        f"{', ' + machine['gpu'] if machine.get('gpu') else ''}"
+        + (f", {record['jobs']} models trained at once (times under each other's load)"
+           if (record.get("jobs") or 1) > 1 else "")
+        + f". Commit {git['commit'][:12]}{' (uncommitted changes)' if git.get('dirty') else ''}; "
+        + ", ".join(f"{name} {number}" for name, number in record["versions"].items()) + "."
+    )
+
+
+def origin_lines(record: dict[str, Any]) -> list[str]:
+    """The command and :func:`run_origin` of a benchmark, or of each
+    benchmark a merged record pools (:mod:`~recbole_attn.bench.merge`)."""
+    lines = [f"`{record['command']}`" if record.get("command") else "", ""]
+    sources = record.get("sources")
+    if not sources:
+        return [*lines, run_origin(record)]
+    lines.append(f"Merged from {len(sources)} benchmarks:")
+    for source in sources:
+        lines += ["", f"* `{source['command']}`: {run_origin(source)}"]
+    return lines
+
+
+def markdown_document(record: dict[str, Any]) -> str:
     shared, differing = protocol(record["rows"])
     budget = record["budget_seconds"]
     budget = "no time budget" if budget is None else f"budget {budget:g} s of fitting"
@@ -293,19 +321,9 @@ def markdown_document(record: dict[str, Any]) -> str:
     lines = [
         f"# Benchmark on {record['dataset']}",
         "",
-        f"`{record['command']}`" if record.get("command") else "",
+        *origin_lines(record),
         "",
-        f"Started {record['started']}, {format_seconds(record.get('wall_seconds'))} s in all"
-        f"{'' if record['finished'] else ' so far (unfinished)'}. Machine: {machine['processor']}, "
-        f"{machine['cpu_count']} CPUs, torch threads {machine['torch_threads']}, "
-        f"OMP_NUM_THREADS={record.get('omp_num_threads')}, device {machine['device']}"
-        f"{', ' + machine['gpu'] if machine.get('gpu') else ''}. Commit {git['commit'][:12]}"
-        f"{' (uncommitted changes)' if git.get('dirty') else ''}; "
-        + ", ".join(f"{name} {number}" for name, number in record["versions"].items()) + ".",
-        "",
-        f"Every model: {budget}, at most {record['epochs']} epochs"
-        + (f", {record['jobs']} models trained at once (times under each other's load)"
-           if record.get("jobs", 1) > 1 else "") + "; "
+        f"Every model: {budget}, at most {record['epochs']} epochs; "
         + (f"seeds {', '.join(map(str, seeds))}, " if len(seeds) > 1 else "")
         + ", ".join(f"{key} {json.dumps(value, default=str)}" for key, value in shared.items()
                     if key not in ("epochs", "time_budget") and not (key == "seed" and len(seeds) > 1))

@@ -1,0 +1,121 @@
+"""Several finished benchmarks on one dataset as one record: seeds run on
+different days or machines pool into one table with one set of comparisons.
+
+The merged record copies every run's per-user hits into its own ``-ranks``
+folder (so it stays recomputable on its own) and keeps each source's
+command, commit and machine under ``sources``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from recbole_attn.bench import plots, report
+from recbole_attn.errors import UsageError
+
+#: Record keys every merged benchmark must share: they define what a row means.
+SAME_KEYS = ("dataset", "budget_seconds", "epochs", "tune_trials")
+#: Record keys kept per source: where and how each part was run.
+SOURCE_KEYS = ("command", "started", "finished", "wall_seconds", "jobs", "config_files", "overrides", "git",
+               "versions", "machine", "omp_num_threads")
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot read the benchmark record {os.fspath(path)!r}: {error}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("rows"), list):
+        raise UsageError(f"{os.fspath(path)!r} is not a benchmark record (no rows)")
+    return record
+
+
+def check_mergeable(records: Sequence[dict[str, Any]], files: Sequence[Path]) -> None:
+    """Refuse records that disagree on a :data:`SAME_KEYS` value, that
+    repeat a (model, seed) run or that tuned one model twice."""
+    if len(records) < 2:
+        raise UsageError("merge needs at least two benchmark records")
+    for key in SAME_KEYS:
+        values = {json.dumps(record.get(key)) for record in records}
+        if len(values) > 1:
+            raise UsageError(f"the records differ in {key}: {', '.join(sorted(values))}; "
+                             f"only benchmarks with the same {', '.join(SAME_KEYS)} merge")
+    seen: dict[tuple[str, Any], Path] = {}
+    tuned: dict[str, Path] = {}
+    for record, path in zip(records, files):
+        for row in record["rows"]:
+            run = (row["label"], row.get("seed"))
+            if run in seen:
+                raise UsageError(f"{row['label']} seed {row.get('seed')} is in both {os.fspath(seen[run])!r} "
+                                 f"and {os.fspath(path)!r}: drop one of them")
+            seen[run] = path
+        for label in record.get("tuning") or {}:
+            if label in tuned:
+                raise UsageError(f"{label} was tuned in both {os.fspath(tuned[label])!r} and {os.fspath(path)!r}")
+            tuned[label] = path
+
+
+def moved_row(row: dict[str, Any], source_folder: Path, paths: dict[str, Path]) -> dict[str, Any]:
+    """``row`` with its per-user hits copied beside the merged record."""
+    row = dict(row)
+    if row.get("ranks_file"):
+        source = source_folder / row["ranks_file"]
+        if source.is_file():
+            target = paths["ranks"] / f"{report.file_label(row['label'])}-seed{row.get('seed')}.npz"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            row["ranks_file"] = os.path.relpath(target, paths["json"].parent)
+        else:
+            row.pop("ranks_file")
+    return row
+
+
+def merge_records(json_files: Sequence[str | os.PathLike], output_dir: str | os.PathLike,
+                  reference: str | None = None, command: str | None = None,
+                  echo: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Merge the benchmark records ``json_files`` into a new record under
+    ``output_dir`` (fresh names), compare every model with ``reference``
+    (default: the first record's) over the pooled seeds; returns the record."""
+    files = [Path(name) for name in json_files]
+    records = [read_record(path) for path in files]
+    check_mergeable(records, files)
+    first = records[0]
+    paths = report.output_paths(output_dir, first["dataset"])
+    rows = [moved_row(row, path.parent, paths) for record, path in zip(records, files) for row in record["rows"]]
+    labels = list(dict.fromkeys(row["label"] for row in rows))
+    chosen = report.choose_reference(reference or first.get("reference"), labels)
+    record: dict[str, Any] = {key: first.get(key) for key in SAME_KEYS}
+    record.update({
+        "benchmark": "recbole_attn.bench",
+        "command": command,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "finished": all(source.get("finished") for source in records),
+        "data_path": first.get("data_path"),
+        "jobs": max(source.get("jobs", 1) for source in records),
+        "shared_properties": first.get("shared_properties"),
+        "git": first["git"],
+        "versions": first["versions"],
+        "machine": first["machine"],
+        "omp_num_threads": first.get("omp_num_threads"),
+        "sources": [{"file": os.fspath(path), **{key: source.get(key) for key in SOURCE_KEYS}}
+                    for source, path in zip(records, files)],
+        "files": {kind: str(path) for kind, path in paths.items() if kind in report.TABLE_FILES},
+        "seeds": sorted({row["seed"] for row in rows if row.get("seed") is not None}),
+        "reference": chosen,
+        "tuning": {label: found for source in records for label, found in (source.get("tuning") or {}).items()},
+        "rows": rows,
+        "wall_seconds": sum(source.get("wall_seconds") or 0.0 for source in records),
+    })
+    record["comparisons"] = report.comparisons(rows, chosen, paths["json"].parent)
+    written = plots.write_plots(rows, paths, record["dataset"])
+    if written is None:
+        echo("matplotlib is not installed: no plots (pip install 'recbole-attn[plot]'); tables written")
+    else:
+        record["files"].update(written)
+    report.write_tables(record, paths)
+    return record
