@@ -345,7 +345,9 @@ def test_merged_seeds_pool_into_one_comparison_that_stands_alone(tmp_path, capsy
     shutil.rmtree(tmp_path / "a")
     shutil.rmtree(tmp_path / "b")
     assert main([f"--report={merged_file}"]) == 0
-    assert json.loads(merged_file.read_text())["comparisons"] == merged["comparisons"]
+    again = json.loads(merged_file.read_text())
+    assert again["comparisons"] == merged["comparisons"]
+    assert again["files"] == merged["files"]  # the plots stay listed
 
 
 @pytest.mark.parametrize("second_keys, message", [

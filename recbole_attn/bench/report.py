@@ -400,8 +400,10 @@ def rewrite_report(json_file: str | os.PathLike, reference: str | None = None) -
     reference = choose_reference(reference or record.get("reference"), labels)
     record["reference"] = reference
     record["comparisons"] = comparisons(record["rows"], reference, json_path.parent)
-    paths = {kind: path for kind, path in record_paths(json_path).items() if kind in TABLE_FILES}
-    record["files"] = {kind: str(path) for kind, path in paths.items()}
+    every_path = record_paths(json_path)
+    paths = {kind: path for kind, path in every_path.items() if kind in TABLE_FILES}
+    record["files"] = {kind: str(path) for kind, path in every_path.items()
+                       if kind in TABLE_FILES or (kind.endswith("_png") and path.is_file())}
     write_tables(record, paths)
     return record
 
