@@ -374,3 +374,6 @@ def test_merge_needs_two_records_and_excludes_report(tmp_path, capsys):
     assert main([f"--merge={first},{tmp_path / 'missing.json'}", f"--output_dir={tmp_path / 'out'}"]) == 2
     assert "cannot read the benchmark record" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    (tmp_path / "list.json").write_text("[1, 2]")
+    assert main([f"--report={tmp_path / 'list.json'}"]) == 2
+    assert "is not a benchmark record" in capsys.readouterr().err

@@ -25,16 +25,6 @@ SOURCE_KEYS = ("command", "started", "finished", "wall_seconds", "jobs", "config
                "versions", "machine", "omp_num_threads")
 
 
-def read_record(path: Path) -> dict[str, Any]:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read the benchmark record {os.fspath(path)!r}: {error}") from None
-    if not isinstance(record, dict) or not isinstance(record.get("rows"), list):
-        raise UsageError(f"{os.fspath(path)!r} is not a benchmark record (no rows)")
-    return record
-
-
 def check_mergeable(records: Sequence[dict[str, Any]], files: Sequence[Path]) -> None:
     """Refuse records that disagree on a :data:`SAME_KEYS` value, that
     repeat a (model, seed) run or that tuned one model twice."""
@@ -82,7 +72,7 @@ def merge_records(json_files: Sequence[str | os.PathLike], output_dir: str | os.
     ``output_dir`` (fresh names), compare every model with ``reference``
     (default: the first record's) over the pooled seeds; returns the record."""
     files = [Path(name) for name in json_files]
-    records = [read_record(path) for path in files]
+    records = [report.read_record(path) for path in files]
     check_mergeable(records, files)
     first = records[0]
     paths = report.output_paths(output_dir, first["dataset"])
@@ -104,7 +94,7 @@ def merge_records(json_files: Sequence[str | os.PathLike], output_dir: str | os.
         "omp_num_threads": first.get("omp_num_threads"),
         "sources": [{"file": os.fspath(path), **{key: source.get(key) for key in SOURCE_KEYS}}
                     for source, path in zip(records, files)],
-        "files": {kind: str(path) for kind, path in paths.items() if kind in report.TABLE_FILES},
+        "files": report.listed_files(paths),
         "seeds": sorted({row["seed"] for row in rows if row.get("seed") is not None}),
         "reference": chosen,
         "tuning": {label: found for source in records for label, found in (source.get("tuning") or {}).items()},
@@ -112,10 +102,6 @@ def merge_records(json_files: Sequence[str | os.PathLike], output_dir: str | os.
         "wall_seconds": sum(source.get("wall_seconds") or 0.0 for source in records),
     })
     record["comparisons"] = report.comparisons(rows, chosen, paths["json"].parent)
-    written = plots.write_plots(rows, paths, record["dataset"])
-    if written is None:
-        echo("matplotlib is not installed: no plots (pip install 'recbole-attn[plot]'); tables written")
-    else:
-        record["files"].update(written)
+    plots.add_plots(record, paths, echo)
     report.write_tables(record, paths)
     return record

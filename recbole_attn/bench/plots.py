@@ -9,6 +9,7 @@ models have nothing to draw and appear in the tables only.
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from recbole_attn.atomic import atomic_path
@@ -100,3 +101,13 @@ def write_plots(rows: list[dict[str, Any]], paths: dict[str, Path], dataset: str
         "curves_png": str(plot_curves(rows, paths["curves_png"], dataset)),
         "bars_png": str(plot_bars(rows, paths["bars_png"], dataset)),
     }
+
+
+def add_plots(record: dict[str, Any], paths: dict[str, Path], echo: Callable[[str], Any]) -> None:
+    """Write the record's figures and list them in its ``files``, or say
+    why there are none."""
+    written = write_plots(record["rows"], paths, record["dataset"])
+    if written is None:
+        echo("matplotlib is not installed: no plots (pip install 'recbole-attn[plot]'); tables written")
+    else:
+        record["files"].update(written)

@@ -44,6 +44,24 @@ def record_paths(json_path: Path) -> dict[str, Path]:
             "ranks": Path(stem + "-ranks")}
 
 
+def listed_files(paths: dict[str, Path]) -> dict[str, str]:
+    """The record's ``files`` entry: its tables, and the plots already written."""
+    return {kind: str(path) for kind, path in paths.items()
+            if kind in TABLE_FILES or (kind.endswith("_png") and path.is_file())}
+
+
+def read_record(json_file: str | os.PathLike) -> dict[str, Any]:
+    """A finished benchmark's JSON record; a :class:`UsageError` naming the
+    file when it cannot be read or has no rows."""
+    try:
+        record = json.loads(Path(json_file).read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot read the benchmark record {os.fspath(json_file)!r}: {error}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("rows"), list):
+        raise UsageError(f"{os.fspath(json_file)!r} is not a benchmark record (no rows)")
+    return record
+
+
 def choose_reference(reference: str | None, labels: list[str], default: str | None = None) -> str | None:
     """The row the others are compared with: ``reference``, which must be
     one of ``labels``, else ``default`` when it is one, else none."""
@@ -392,18 +410,13 @@ def rewrite_report(json_file: str | os.PathLike, reference: str | None = None) -
     (against ``reference``, default the record's own) and rewrite its JSON,
     Markdown and CSV in place; returns the record."""
     json_path = Path(json_file)
-    try:
-        record = json.loads(json_path.read_text())
-    except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read the benchmark record {os.fspath(json_file)!r}: {error}") from None
-    labels = list(dict.fromkeys(row["label"] for row in record.get("rows", [])))
+    record = read_record(json_path)
+    labels = list(dict.fromkeys(row["label"] for row in record["rows"]))
     reference = choose_reference(reference or record.get("reference"), labels)
     record["reference"] = reference
     record["comparisons"] = comparisons(record["rows"], reference, json_path.parent)
-    every_path = record_paths(json_path)
-    paths = {kind: path for kind, path in every_path.items() if kind in TABLE_FILES}
-    record["files"] = {kind: str(path) for kind, path in every_path.items()
-                       if kind in TABLE_FILES or (kind.endswith("_png") and path.is_file())}
+    paths = record_paths(json_path)
+    record["files"] = listed_files(paths)
     write_tables(record, paths)
     return record
 

@@ -306,7 +306,7 @@ def run_benchmark(
         "versions": versions(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "machine": _machine([]),
-        "files": {kind: str(path) for kind, path in paths.items() if kind in report.TABLE_FILES},
+        "files": report.listed_files(paths),
         "seeds": sorted({spec["seed"] for spec in specs}),
         "reference": reference,
         "tune_trials": tune,
@@ -345,11 +345,7 @@ def run_benchmark(
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         for future in [pool.submit(run_one, index) for index in range(len(specs))]:
             future.result()
-    written = plots.write_plots(record["rows"], paths, dataset)
-    if written is None:
-        echo("matplotlib is not installed: no plots (pip install 'recbole-attn[plot]'); tables written")
-    else:
-        record["files"].update(written)
+    plots.add_plots(record, paths, echo)
     record["finished"] = True
     report.write_tables(record, paths)
     return record
