@@ -118,7 +118,8 @@ def _serve_parser() -> argparse.ArgumentParser:
         command.add_argument("--data_path", default=None, help="folder holding <dataset>/, if the data moved")
         command.add_argument("--user_features", default=None, metavar="FIELD=TOKEN,...",
                              help="with --history, for a model trained with user_features: the new user's "
-                                  "features, e.g. age=25,gender=F")
+                                  "features, e.g. age=25,gender=F (a token_seq field's tokens "
+                                  "separated by the dataset's seq_separator)")
     recommend_cmd.add_argument("-k", type=int, default=10, help="how many items (default: 10)")
     recommend_cmd.add_argument("--include_seen", action="store_true", help="also rank the history's own items")
     explain_cmd.add_argument("--png", default=None, help="draw a heatmap to this file (needs matplotlib)")

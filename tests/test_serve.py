@@ -3,6 +3,7 @@ ending in one clear error."""
 from __future__ import annotations
 
 import csv
+import shutil
 import sys
 from pathlib import Path
 
@@ -369,3 +370,40 @@ def test_cli_serves_a_new_user_with_features(with_user, capsys):
     assert main(explain_new) == 0 and capsys.readouterr().out != explained  # the user token's weights differ
     assert main(["explain", "--checkpoint", checkpoint, "--user", "1", "--user_features", "age=24"]) == 2
     assert "goes with --history" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def with_seq_feature(ml100k_root, tmp_path_factory):
+    """A model whose user feature is a token_seq field: ml-100k's gender and
+    occupation as one multi-token ``traits`` column."""
+    folder = tmp_path_factory.mktemp("seq-feature")
+    shutil.copytree(ml100k_root / "ml-100k", folder / "ml-100k")
+    lines = (folder / "ml-100k" / "ml-100k.user").read_text().splitlines()
+    rows = [line.split("\t") for line in lines[1:]]
+    user_file = ["user_id:token\tage:token\ttraits:token_seq", *(f"{r[0]}\t{r[1]}\t{r[2]} {r[3]}" for r in rows)]
+    (folder / "ml-100k" / "ml-100k.user").write_text("\n".join(user_file) + "\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        settings = {**TRAIN, "data_path": str(folder), "checkpoint_dir": str(folder / "saved"),
+                    "user_features": ["age", "traits"]}
+        result = recbole_attn.run("AttnSeq", "ml-100k", config_dict=settings, write_results=False)
+    return load(result["checkpoint"], device="cpu")
+
+
+def test_a_token_seq_user_feature_is_served_like_the_known_user(with_seq_feature):
+    """Every token of a token_seq feature counts, as a list or as one string
+    cut at the dataset's seq_separator; order does not matter (a mean)."""
+    loaded = with_seq_feature
+    known = recommend(loaded, users=["1"], k=10)
+    history = loaded.history("1")
+    given = [{"age": "24", "traits": "M technician"}, {"age": "24", "traits": ["technician", "M"]},
+             {"age": "24", "traits": "M"}, {"age": "24"}]
+    as_new = recommend(loaded, histories=[history] * 4, user_features=given, k=10)
+    np.testing.assert_allclose(as_new.scores[0], known.scores[0], rtol=1e-5)
+    np.testing.assert_allclose(as_new.scores[1], known.scores[0], rtol=1e-5)
+    assert not np.allclose(as_new.scores[2], known.scores[0])  # one trait of two is another user
+    assert not np.allclose(as_new.scores[3], as_new.scores[2])
+    with pytest.raises(UsageError, match="unknown user feature values in dataset ml-100k: 'traits=astronaut'"):
+        recommend(loaded, histories=[history], user_features=[{"traits": "M astronaut"}])
+    with pytest.raises(UsageError, match="'age' is a token field: one value, got \\['24', '25'\\]"):
+        recommend(loaded, histories=[history], user_features=[{"age": ["24", "25"]}])

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from recbole.data.interaction import Interaction
+from recbole.utils import FeatureType
 
 from recbole_attn.errors import UsageError, check_choice
 from recbole_attn.serve.load import LoadedModel
@@ -109,29 +110,50 @@ def model_input(loaded: LoadedModel, item_seq: torch.Tensor, lengths: torch.Tens
     return Interaction(fields).to(loaded.device)
 
 
+def _feature_tokens(field: str, value: Any, is_seq: bool, separator: str) -> list[str]:
+    """The raw tokens given for one field: one for a token field; a list, or
+    one string cut at the dataset's ``seq_separator``, for a token_seq field."""
+    if isinstance(value, (list, tuple)):
+        if not is_seq:
+            raise UsageError(f"user feature {field!r} is a token field: one value, got {list(value)!r}")
+        return [str(token) for token in value]
+    if is_seq:
+        return [token for token in str(value).split(separator) if token]
+    return [str(value)]
+
+
 def user_feature_ids(
     loaded: LoadedModel, user_features: Sequence[dict[str, Any] | None], keys: Sequence[Any], on_unknown: str,
 ) -> dict[str, torch.Tensor]:
-    """``(len(keys), 1)`` ids per user feature of the model for the new users
-    ``keys`` (positions into ``user_features``); a feature left out, or a
-    token the dataset does not know (``on_unknown``), is id 0: a user with no
-    known feature gets the model's unknown-user vector."""
+    """``(len(keys), T)`` ids per user feature of the model for the new users
+    ``keys`` (positions into ``user_features``; ``T`` is 1, or the most
+    tokens given for a token_seq field); a feature left out, or a token the
+    dataset does not know (``on_unknown``), is id 0: a user with no known
+    feature gets the model's unknown-user vector."""
     fields = list(getattr(loaded.model, "user_features", None) or [])
     if not fields:
         raise UsageError(f"model {loaded.config['model']} was trained without user_features; "
                          "it cannot take a user's features")
     dataset = loaded.dataset
-    columns = {field: torch.zeros(len(keys), 1, dtype=torch.long) for field in fields}
-    unknown: list[str] = []
-    for row, position in enumerate(keys):
+    separator = str(loaded.config["seq_separator"] or " ")
+    given_tokens: list[dict[str, list[str]]] = []
+    for position in keys:
         given = user_features[position] or {}
         extra = sorted(set(given) - set(fields))
         if extra:
             raise UsageError(f"unknown user feature {extra[0]!r}; the model takes: {', '.join(fields)}")
-        for field, token in given.items():
-            try:
-                columns[field][row, 0] = int(dataset.token2id(field, str(token)))
-            except ValueError:
-                unknown.append(f"{field}={token}")
+        given_tokens.append({field: _feature_tokens(field, value, dataset.field2type[field] == FeatureType.TOKEN_SEQ,
+                                                    separator) for field, value in given.items()})
+    columns: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    for field in fields:
+        width = max([1, *(len(tokens.get(field, ())) for tokens in given_tokens)])
+        columns[field] = torch.zeros(len(keys), width, dtype=torch.long)
+        for row, tokens in enumerate(given_tokens):
+            for slot, token in enumerate(tokens.get(field, ())):
+                try:
+                    columns[field][row, slot] = int(dataset.token2id(field, token))
+                except ValueError:
+                    unknown.append(f"{field}={token}")
     _reject(f"unknown user feature values in dataset {loaded.config['dataset']}", unknown, on_unknown)
     return columns
