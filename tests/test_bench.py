@@ -354,6 +354,9 @@ def test_merged_seeds_pool_into_one_comparison_that_stands_alone(tmp_path, capsy
     ({"budget_seconds": 300.0}, "the records differ in budget_seconds"),
     ({"dataset": "ml-1m"}, "the records differ in dataset"),
     ({}, "AttnSeq seed 1 is in both"),
+    ({"config_files": ["properties/sparse.yaml"]},
+     "AttnSeq ran with 'no settings' in"),
+    ({"overrides": ["--hidden_dropout_prob=0.5"]}, "but with '--hidden_dropout_prob=0.5' in"),
 ])
 def test_merge_refuses_records_that_do_not_pool(tmp_path, capsys, second_keys, message):
     first = saved_record(tmp_path / "a", 1, {"AttnSeq": 1})

@@ -27,7 +27,9 @@ SOURCE_KEYS = ("command", "started", "finished", "wall_seconds", "jobs", "config
 
 def check_mergeable(records: Sequence[dict[str, Any]], files: Sequence[Path]) -> None:
     """Refuse records that disagree on a :data:`SAME_KEYS` value, that
-    repeat a (model, seed) run or that tuned one model twice."""
+    repeat a (model, seed) run, that ran one model label with other config
+    files or ``--key=value`` settings (its seeds would pool two models) or
+    that tuned one model twice."""
     if len(records) < 2:
         raise UsageError("merge needs at least two benchmark records")
     for key in SAME_KEYS:
@@ -36,9 +38,16 @@ def check_mergeable(records: Sequence[dict[str, Any]], files: Sequence[Path]) ->
             raise UsageError(f"the records differ in {key}: {', '.join(sorted(values))}; "
                              f"only benchmarks with the same {', '.join(SAME_KEYS)} merge")
     seen: dict[tuple[str, Any], Path] = {}
+    settings_of_label: dict[str, tuple[str, Path]] = {}
     tuned: dict[str, Path] = {}
     for record, path in zip(records, files):
+        settings = " ".join([*(f"--config_files={name}" for name in record.get("config_files") or []),
+                             *(record.get("overrides") or [])]) or "no settings"
         for row in record["rows"]:
+            first_settings, first_path = settings_of_label.setdefault(row["label"], (settings, path))
+            if settings != first_settings:
+                raise UsageError(f"{row['label']} ran with {first_settings!r} in {os.fspath(first_path)!r} but with "
+                                 f"{settings!r} in {os.fspath(path)!r}: its seeds would pool two settings")
             run = (row["label"], row.get("seed"))
             if run in seen:
                 raise UsageError(f"{row['label']} seed {row.get('seed')} is in both {os.fspath(seen[run])!r} "
