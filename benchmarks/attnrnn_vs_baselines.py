@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import time
@@ -162,7 +161,7 @@ def save(stem: Path, args: argparse.Namespace, done: dict[str, dict[str, Any]], 
     header = (
         f"# AttnRNN vs baselines on {args.dataset}\n\n"
         f"`{record['command']}`\n\n"
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{record['machine']['processor']}, {os.cpu_count()} CPUs, "
         f"torch threads {record['machine']['torch_threads']}, device {args.device}; "
         f"wall time {record['wall_seconds'] / 60:.1f} min.\n\n"
     )

@@ -66,11 +66,27 @@ def versions() -> dict[str, str]:
     return found
 
 
+def cpu_model(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
+    """The CPU's model name. Two hosts of one cloud shape (same cores, memory
+    and packages) can round floats differently and train other paths from one
+    seed, and on Linux ``platform.processor()`` says only "x86_64"; so read the
+    kernel's ``model name``, falling back to ``platform`` elsewhere."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine(device: Any) -> dict[str, Any]:
     """Where the run ran: CPU model, cores, accelerator."""
     info = {
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import platform
 import shutil
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from recbole_attn.models.attnrnn import AttnRNN
 
+from recbole_attn import results
 from recbole_attn.bench import plots, report, suite
 from recbole_attn.bench.cli import budget_seconds, main
 from recbole_attn.errors import UsageError
@@ -95,6 +97,15 @@ def test_csv_has_every_metric_in_table_order():
     assert {f"{split}_{metric}" for split in ("test", "valid") for metric in METRICS} <= set(rows[0])
     assert float(rows[0]["test_ndcg@10"]) == 0.09 and float(rows[0]["train_targets_per_second"]) == 1000 / 1.5
     assert rows[1]["status"] == "budget" and rows[3]["status"] == "error" and rows[3]["test_ndcg@10"] == ""
+
+
+def test_the_machine_is_named_by_its_cpu_model(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\n")
+    assert results.cpu_model(cpuinfo) == "Intel(R) Xeon(R) Processor"
+    assert results.cpu_model(tmp_path / "missing") == (platform.processor() or platform.machine())
+    if Path("/proc/cpuinfo").is_file():  # Linux: "x86_64" alone cannot tell two hosts apart
+        assert results.machine("cpu")["processor"] == results.cpu_model() != platform.machine()
 
 
 def test_document_names_protocol_and_what_differs():
@@ -366,6 +377,17 @@ def test_merge_refuses_records_that_do_not_pool(tmp_path, capsys, second_keys, m
     error = capsys.readouterr().err
     assert message in error and len(error.strip().splitlines()) == 1
     assert not out.exists()  # nothing half-written
+
+
+def test_merge_pools_a_resumed_run_with_its_other_seeds(tmp_path, capsys):
+    """``--resume=auto`` (a run carried on after an interruption) trains the
+    same model: its seeds pool; a real setting beside it still does not."""
+    first = saved_record(tmp_path / "a", 1, {"AttnSeq": 1})
+    second = saved_record(tmp_path / "b", 2, {"AttnSeq": 2}, overrides=["--resume=auto", "--checkpoint_dir=ck"])
+    assert main([f"--merge={first},{second}", f"--output_dir={tmp_path / 'merged'}"]) == 0
+    third = saved_record(tmp_path / "c", 3, {"AttnSeq": 3}, overrides=["--resume=auto", "--n_layers=3"])
+    assert main([f"--merge={first},{third}", f"--output_dir={tmp_path / 'refused'}"]) == 2
+    assert "but with '--n_layers=3' in" in capsys.readouterr().err
 
 
 def test_merge_needs_two_records_and_excludes_report(tmp_path, capsys):

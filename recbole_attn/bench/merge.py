@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from recbole_attn.bench import plots, report
+from recbole_attn.checkpoint import UNFINGERPRINTED_KEYS
 from recbole_attn.errors import UsageError
 
 #: Record keys every merged benchmark must share: they define what a row means.
@@ -23,6 +24,15 @@ SAME_KEYS = ("dataset", "budget_seconds", "epochs", "tune_trials")
 #: Record keys kept per source: where and how each part was run.
 SOURCE_KEYS = ("command", "started", "finished", "wall_seconds", "jobs", "config_files", "overrides", "git",
                "versions", "machine", "omp_num_threads")
+#: ``--key=value`` settings that say how a run was carried out (``--resume=auto``
+#: after an interruption, paths, logging), not what it trains; a row's run
+#: length is fixed by the record's ``budget_seconds`` and ``epochs``.
+PROCEDURAL_KEYS = UNFINGERPRINTED_KEYS - {"epochs", "time_budget"}
+
+
+def training_overrides(overrides: Sequence[str]) -> list[str]:
+    """The ``--key=value`` settings of ``overrides`` that change what is trained."""
+    return [item for item in overrides if item.lstrip("-").partition("=")[0] not in PROCEDURAL_KEYS]
 
 
 def check_mergeable(records: Sequence[dict[str, Any]], files: Sequence[Path]) -> None:
@@ -42,7 +52,7 @@ def check_mergeable(records: Sequence[dict[str, Any]], files: Sequence[Path]) ->
     tuned: dict[str, Path] = {}
     for record, path in zip(records, files):
         settings = " ".join([*(f"--config_files={name}" for name in record.get("config_files") or []),
-                             *(record.get("overrides") or [])]) or "no settings"
+                             *training_overrides(record.get("overrides") or [])]) or "no settings"
         for row in record["rows"]:
             first_settings, first_path = settings_of_label.setdefault(row["label"], (settings, path))
             if settings != first_settings:
