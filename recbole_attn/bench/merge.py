@@ -17,6 +17,7 @@ from typing import Any
 
 from recbole_attn.bench import plots, report
 from recbole_attn.checkpoint import UNFINGERPRINTED_KEYS
+from recbole_attn.config import parse_cmd_args
 from recbole_attn.errors import UsageError
 
 #: Record keys every merged benchmark must share: they define what a row means.
@@ -32,7 +33,7 @@ PROCEDURAL_KEYS = UNFINGERPRINTED_KEYS - {"epochs", "time_budget"}
 
 def training_overrides(overrides: Sequence[str]) -> list[str]:
     """The ``--key=value`` settings of ``overrides`` that change what is trained."""
-    return [item for item in overrides if item.lstrip("-").partition("=")[0] not in PROCEDURAL_KEYS]
+    return [f"--{key}={value}" for key, value in parse_cmd_args(overrides).items() if key not in PROCEDURAL_KEYS]
 
 
 def check_mergeable(records: Sequence[dict[str, Any]], files: Sequence[Path]) -> None:
