@@ -63,7 +63,19 @@ class EpochClock(TrainerHook):
         self.budget = budget
         self.curve: list[dict[str, Any]] = []
         self.start = time.perf_counter()
+        self.carried_seconds = 0.0  # fitting done by the processes a resumed run goes on from
         self._epoch_began = self._valid_began = 0.0
+
+    def carry_on(self, curve: list[dict[str, Any]]) -> None:
+        """Go on from a resumed run's ``curve``: the seconds its epochs took
+        stay on the clock, so elapsed times (and so the time to the best
+        epoch) and the budget count the whole run, as if never interrupted."""
+        spent = 0.0
+        for entry in curve:  # an epoch without validation has no elapsed_seconds
+            spent = entry.get("elapsed_seconds", spent + entry["train_seconds"] + entry.get("valid_seconds", 0.0))
+        self.curve = list(curve)
+        self.carried_seconds = spent
+        self.start = time.perf_counter() - spent
 
     def before_train_epoch(self, trainer: Any, epoch_idx: int) -> None:
         self._epoch_began = time.perf_counter()

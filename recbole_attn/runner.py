@@ -177,7 +177,7 @@ def _experiment(
     finished = False
     if resume_file:
         state = resume_training(trainer, resume_file, train_data)
-        clock.curve = list(state["extra"].get("curve", []))
+        clock.carry_on(state["extra"].get("curve", []))
         last.resumed_path = resume_file
         finished = state["finished"] or trainer.start_epoch >= trainer.epochs
 
@@ -198,7 +198,7 @@ def _experiment(
         validate_last_epoch(trainer, valid_data, clock)
         logger.info(f"time_budget of {config['time_budget']}s spent after {clock.epochs_trained():.2f} epochs")
     best_valid_score, best_valid = trainer.best_valid_score, trainer.best_valid_result
-    fit_seconds = time.perf_counter() - fit_began
+    fit_seconds = clock.carried_seconds + time.perf_counter() - fit_began
     distributed.barrier()  # rank 0 has finished writing the best model the test reloads
     test_began = time.perf_counter()
     test_result = None

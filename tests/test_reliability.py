@@ -19,6 +19,7 @@ from recbole.trainer import Trainer
 
 import recbole_attn
 from recbole_attn import results as results_module
+from recbole_attn.budget import BudgetExhausted, EpochClock
 from recbole_attn.checkpoint import load_checkpoint
 from recbole_attn.cli import main
 from recbole_attn.serialization import atomic_torch_save
@@ -125,6 +126,42 @@ def test_resume_restores_recbole_loader_shuffling(pattern_root, tmp_path, monkey
                                write_results=False)
     assert resumed["resumed_from"] and load_checkpoint(resumed["resumed_from"])["finished"]
     _same_outcome(resumed, uninterrupted)
+
+
+def test_a_resumed_run_counts_the_time_of_the_epochs_before_it(pattern_root, tmp_path, monkeypatch):
+    """Seconds to the best epoch and fit seconds cover the whole run, so a
+    row trained over several sittings reads like an uninterrupted one."""
+    settings = _settings(pattern_root, epochs=4, train_batch_size=512, checkpoint_dir=str(tmp_path / "s"))
+    original = Trainer._train_epoch
+
+    def slow_then_dies(self, train_data, epoch_idx, *args, **kwargs):
+        if epoch_idx == 2:
+            raise Killed
+        time.sleep(0.5)  # the first process's epochs are slow: 1 s of its fitting in all
+        return original(self, train_data, epoch_idx, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", slow_then_dies)
+    with pytest.raises(Killed):
+        recbole_attn.run("GRU4Rec", "pattern", config_dict=settings, write_results=False)
+    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    resumed = recbole_attn.run("GRU4Rec", "pattern", config_dict={**settings, "resume": "auto"},
+                               write_results=False)
+    elapsed = [entry["elapsed_seconds"] for entry in resumed["curve"]]
+    assert len(elapsed) == 4 and elapsed[1] >= 1.0
+    assert elapsed == sorted(elapsed)  # the resumed epochs go on from the first process's clock
+    assert resumed["times"]["fit_seconds"] >= elapsed[-1] - 0.5 >= 0.5
+
+
+def test_a_resumed_run_spends_what_is_left_of_its_budget():
+    clock = EpochClock(budget=10.0)
+    clock.carry_on([{"epoch": 0, "train_seconds": 6.0, "valid_seconds": 1.0, "elapsed_seconds": 7.5},
+                    {"epoch": 1, "train_seconds": 3.0}])  # no validation: its seconds still count
+    assert clock.carried_seconds == pytest.approx(10.5)
+    with pytest.raises(BudgetExhausted):
+        clock.before_train_epoch(trainer=None, epoch_idx=2)
+    roomy = EpochClock(budget=60.0)
+    roomy.carry_on(clock.curve)
+    roomy.before_train_epoch(trainer=None, epoch_idx=2)  # 49.5 s left: trains on
 
 
 def _checkpoint_file(tmp_path: Path) -> Path:
