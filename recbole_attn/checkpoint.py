@@ -173,7 +173,8 @@ class LastCheckpoint(TrainerHook):
     trainer): on entering epoch ``e`` it saves the state after epoch
     ``e - 1``. Call :meth:`save` with ``finished=True`` once ``fit`` returns.
     ``extra`` returns plain data to store beside (the runner's per-epoch
-    curve). ``path``: the file, by default beside the best-model file."""
+    curve). It writes to :attr:`path`: beside the best-model file, or the
+    file a resumed run goes on from."""
 
     def __init__(self, train_data: Any, extra: Callable[[], dict[str, Any]] = dict) -> None:
         self.train_data, self.extra = train_data, extra
@@ -237,15 +238,17 @@ class LastCheckpoint(TrainerHook):
 
 def find_last_checkpoint(checkpoint_dir: str | os.PathLike, config: Any) -> str | None:
     """Newest ``*-last.pth`` in ``checkpoint_dir`` written by a run with the
-    same training settings as ``config`` (``resume=auto``); unreadable files
-    and other runs' checkpoints are skipped, and the skipped ones are named."""
+    same training settings as ``config`` (``resume=auto``). Files of another
+    model or dataset are not candidates; unreadable files and checkpoints of
+    other settings are skipped with a warning naming them."""
     model, dataset = config["model"], config["dataset"]
     wanted = settings_fingerprint(training_settings(config.final_config_dict))
     candidates = sorted(Path(checkpoint_dir).glob(f"{model}-*{LAST_SUFFIX}"), key=lambda p: p.stat().st_mtime)
     for path in reversed(candidates):
         try:
             stored = load_checkpoint(path)
-        except UsageError:
+        except UsageError as error:
+            logger.warning(f"resume=auto: skipping {path}: {error}")
             continue
         if stored["config"].get("model") != model or stored["config"].get("dataset") != dataset:
             continue

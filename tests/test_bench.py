@@ -9,6 +9,7 @@ import platform
 import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -205,6 +206,17 @@ def test_worker_deaths_are_said_in_words():
     assert "code 3" in suite.worker_failure(3)
 
 
+def test_a_killed_worker_row_says_which_seed_died(monkeypatch):
+    monkeypatch.setattr(suite.subprocess, "run", lambda *args, **kwargs: SimpleNamespace(returncode=-9))
+    row = suite.run_isolated({"label": "AttnSeq", "model": "AttnSeq", "seed": 2021, "settings": {}})
+    assert row["status"] == "error" and row["seed"] == 2021 and "SIGKILL" in row["error"]
+
+
+def test_runs_of_one_model_get_a_bar_and_a_curve_each():
+    rows = [fake_row("AttnSeq", 0.1, seed=1), fake_row("AttnSeq", 0.1, seed=2), fake_row("GRU4Rec", 0.05, seed=1)]
+    assert plots.run_names(rows) == ["AttnSeq seed 1", "AttnSeq seed 2", "GRU4Rec"]
+
+
 def test_crashing_model_gets_a_row_and_tables_need_no_matplotlib(ml100k_root, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     with pytest.raises(UsageError, match="unknown attention_type 'bogus'"):  # every row checked before training
@@ -355,10 +367,12 @@ def test_merged_seeds_pool_into_one_comparison_that_stands_alone(tmp_path, capsy
     # the merged record keeps its own copies of the per-user hits
     shutil.rmtree(tmp_path / "a")
     shutil.rmtree(tmp_path / "b")
+    pytest.importorskip("matplotlib")
+    Path(merged["files"]["bars_png"]).unlink()
     assert main([f"--report={merged_file}"]) == 0
     again = json.loads(merged_file.read_text())
     assert again["comparisons"] == merged["comparisons"]
-    assert again["files"] == merged["files"]  # the plots stay listed
+    assert again["files"] == merged["files"] and Path(again["files"]["bars_png"]).is_file()  # plots redrawn
 
 
 @pytest.mark.parametrize("second_keys, message", [
@@ -388,6 +402,40 @@ def test_merge_pools_a_resumed_run_with_its_other_seeds(tmp_path, capsys):
     third = saved_record(tmp_path / "c", 3, {"AttnSeq": 3}, overrides=["--resume=auto", "--n_layers=3"])
     assert main([f"--merge={first},{third}", f"--output_dir={tmp_path / 'refused'}"]) == 2
     assert "but with '--n_layers=3' in" in capsys.readouterr().err
+
+
+def test_merge_pools_benchmarks_run_with_one_seed_each(tmp_path, capsys):
+    first = saved_record(tmp_path / "a", 1, {"AttnSeq": 1}, overrides=["--seed=1", "--filter_seen=True"])
+    second = saved_record(tmp_path / "b", 2, {"AttnSeq": 2}, overrides=["--seed=2", "--filter_seen=True"])
+    assert main([f"--merge={first},{second}", f"--output_dir={tmp_path / 'merged'}"]) == 0, capsys.readouterr().err
+
+
+def test_a_merged_record_merges_again_only_with_the_same_settings(tmp_path, capsys):
+    sparse = ["--hidden_dropout_prob=0.5"]
+    first = saved_record(tmp_path / "a", 1, {"AttnSeq": 1}, overrides=sparse)
+    second = saved_record(tmp_path / "b", 2, {"AttnSeq": 2}, overrides=sparse)
+    assert main([f"--merge={first},{second}", f"--output_dir={tmp_path / 'ab'}"]) == 0
+    [merged] = (tmp_path / "ab").glob("*.json")
+    plain = saved_record(tmp_path / "c", 3, {"AttnSeq": 3})
+    assert main([f"--merge={merged},{plain}", f"--output_dir={tmp_path / 'refused'}"]) == 2
+    assert "AttnSeq ran with '--hidden_dropout_prob=0.5' in" in capsys.readouterr().err
+    same = saved_record(tmp_path / "d", 3, {"AttnSeq": 3}, overrides=sparse)
+    assert main([f"--merge={merged},{same}", f"--output_dir={tmp_path / 'abd'}"]) == 0
+    [again] = (tmp_path / "abd").glob("*.json")
+    assert json.loads(again.read_text())["seeds"] == [1, 2, 3]
+
+
+def test_a_run_that_failed_in_one_record_and_finished_in_another_is_kept_finished(tmp_path, capsys):
+    first = saved_record(tmp_path / "a", 1, {"AttnSeq": 1})
+    record = json.loads(first.read_text())
+    record["rows"].append({"label": "AttnSeq", "model": "AttnSeq", "seed": 2, "status": "error",
+                           "error": "worker process killed by SIGKILL (out of memory?)"})
+    first.write_text(json.dumps(record))
+    second = saved_record(tmp_path / "b", 2, {"AttnSeq": 2})
+    assert main([f"--merge={first},{second}", f"--output_dir={tmp_path / 'merged'}"]) == 0, capsys.readouterr().err
+    [merged] = (tmp_path / "merged").glob("*.json")
+    rows = json.loads(merged.read_text())["rows"]
+    assert [(row["seed"], row["status"]) for row in rows] == [(1, "ok"), (2, "ok")]
 
 
 def test_merge_needs_two_records_and_excludes_report(tmp_path, capsys):

@@ -90,6 +90,15 @@ def test_a_benchmark_goes_on_without_the_model_whose_tuning_failed(pattern_root,
     assert [row["label"] for row in record["rows"]] == ["AttnSeq"] and record["finished"]
 
 
+def test_a_model_whose_tuning_failed_makes_the_exit_code_1(monkeypatch, tmp_path, capsys):
+    from recbole_attn.bench import suite
+
+    record = {"rows": [], "files": {}, "tuning": {"GRU4Rec": {"best": None, "error": "every trial failed"}}}
+    monkeypatch.setattr(suite, "run_benchmark", lambda **kwargs: record)
+    assert main(["--models=GRU4Rec", "--tune=1", f"--output_dir={tmp_path}"]) == 1
+    assert "every tuning trial failed for GRU4Rec" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("text, message", [
     ("lr: {uniform: [1, 0]}", r"lr: uniform needs \[low, high\] with low < high"),
     ("lr: {log_uniform: [0, 1]}", r"and low > 0"),
@@ -116,6 +125,8 @@ def test_every_shipped_search_space_reads():
     (["--tune=-1"], "tune must be >= 0"),
     (["--models=GRU4Rec", "--reference=AttnSeq"], "reference 'AttnSeq' is not among the models: GRU4Rec"),
     (["--seeds=1,2", "--seed=3"], "either as --seeds or as seed"),
+    (["--seed=abc"], "seed must be an integer, got 'abc'"),
+    (["--seed=1.7"], "seed must be an integer, got 1.7"),
     (["--topk=[5,20]", "--valid_metric=NDCG@5"], "metrics must include NDCG and topk 10, got metrics="),
     (["--metrics=['Hit','MRR']", "--valid_metric=MRR@10"], "metrics must include NDCG and topk 10, got metrics="),
 ])

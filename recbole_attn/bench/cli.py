@@ -1,7 +1,8 @@
 """Command line of ``python -m recbole_attn.bench``.
 
 Exit codes: 0 every model ran; 1 at least one model failed (its row holds
-the error, the files are written); 2 bad input (one line on stderr).
+the error) or had no tuning trial finish (its trials are in the JSON), the
+files are written; 2 bad input (one line on stderr).
 """
 from __future__ import annotations
 
@@ -78,8 +79,8 @@ def parse_args(argv: Sequence[str], prog: str = "python -m recbole_attn.bench") 
                              "(default: 0, the models' defaults)")
     parser.add_argument("--report", default=None, metavar="BENCH.json",
                         help="train nothing: recompute the comparisons of a finished benchmark from its "
-                             "saved per-user hits (with --reference, against another model) and rewrite its "
-                             "Markdown and CSV beside it")
+                             "saved per-user hits (with --reference, against another model), redraw its plots and "
+                             "rewrite its Markdown and CSV beside it")
     parser.add_argument("--merge", default=None, metavar="A.json,B.json",
                         help="train nothing: pool finished benchmarks of one dataset (e.g. seeds run apart) "
                              "into one new record under --output_dir, with comparisons over all their seeds")
@@ -93,7 +94,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m recbole_attn.
     argv = list(sys.argv[1:] if argv is None else argv)
     args, overrides = parse_args(argv, prog)
     from recbole_attn.bench.merge import merge_records
-    from recbole_attn.bench.report import rewrite_report, summary_table
+    from recbole_attn.bench.report import summary_table
+    from recbole_attn.bench.rewrite import rewrite_record
     from recbole_attn.bench.suite import run_benchmark, split_list
 
     command = shlex.join([*prog.split(), *argv])
@@ -101,7 +103,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m recbole_attn.
         if args.report and args.merge:
             raise UsageError("--report and --merge exclude each other: rewrite one record or merge several")
         if args.report:
-            record = rewrite_report(args.report, args.reference)
+            record = rewrite_record(args.report, args.reference)
         elif args.merge:
             record = merge_records(split_list(args.merge), args.output_dir, args.reference, command=command)
         else:
@@ -123,4 +125,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m recbole_attn.
     if failed:
         print(f"{len(failed)} of {len(record['rows'])} models failed: {', '.join(failed)} "
               "(see the status column)")
-    return 1 if failed else 0
+    untuned = [label for label, found in (record.get("tuning") or {}).items() if found.get("best") is None]
+    if untuned:
+        print(f"every tuning trial failed for {', '.join(untuned)}: no rows for them (trials in the JSON)")
+    return 1 if failed or untuned else 0

@@ -119,6 +119,11 @@ def inference_throughput(captured: Capture) -> dict[str, Any]:
             "inference_users_per_second": users / seconds if seconds > 0 else None}
 
 
+def row_identity(spec: dict[str, Any]) -> dict[str, Any]:
+    """The seed and settings that tell a row's run apart, failed or not."""
+    return {key: spec[key] for key in ("seed", "settings") if key in spec}
+
+
 def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     """Train and measure one planned row (see :func:`recbole_attn.bench.suite.plan_rows`).
     Never raises for a failing model: the row then has ``status: error``."""
@@ -127,7 +132,7 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     rss_before = peak_rss_mb()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    row.update({key: spec[key] for key in ("seed", "settings") if key in spec})
+    row.update(row_identity(spec))
     test = spec.get("test", True)
     try:
         captured, ranks = Capture(), UserRanks()

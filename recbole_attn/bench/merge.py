@@ -2,8 +2,10 @@
 different days or machines pool into one table with one set of comparisons.
 
 The merged record copies every run's per-user hits into its own ``-ranks``
-folder (so it stays recomputable on its own) and keeps each source's
-command, commit and machine under ``sources``.
+folder (so it stays recomputable on its own), keeps each source's
+command, commit and machine under ``sources`` and notes on every row the
+settings it ran with, so that a merged record merges again safely. A run
+that failed in one record and finished in another is kept as finished.
 """
 from __future__ import annotations
 
@@ -29,18 +31,47 @@ SOURCE_KEYS = ("command", "started", "finished", "wall_seconds", "jobs", "config
 #: after an interruption, paths, logging), not what it trains; a row's run
 #: length is fixed by the record's ``budget_seconds`` and ``epochs``.
 PROCEDURAL_KEYS = UNFINGERPRINTED_KEYS - {"epochs", "time_budget"}
+#: Settings every row records itself: runs of other seeds are what merging pools.
+ROW_KEYS = frozenset({"seed"})
 
 
 def training_overrides(overrides: Sequence[str]) -> list[str]:
-    """The ``--key=value`` settings of ``overrides`` that change what is trained."""
-    return [f"--{key}={value}" for key, value in parse_cmd_args(overrides).items() if key not in PROCEDURAL_KEYS]
+    """The ``--key=value`` settings of ``overrides`` that change what is trained,
+    but for the seed."""
+    return [f"--{key}={value}" for key, value in parse_cmd_args(overrides).items()
+            if key not in PROCEDURAL_KEYS | ROW_KEYS]
+
+
+def record_settings(record: dict[str, Any]) -> str:
+    """A benchmark's config files and training ``--key=value`` settings, in one line."""
+    return " ".join([*(f"--config_files={name}" for name in record.get("config_files") or []),
+                     *training_overrides(record.get("overrides") or [])]) or "no settings"
+
+
+def row_settings(row: dict[str, Any], record: dict[str, Any], path: Path) -> str:
+    """The settings ``row`` of ``record`` ran with: noted on the row by an
+    earlier merge, else its record's (a merged record's sources' when they
+    all agree)."""
+    if "run_settings" in row:
+        return row["run_settings"]
+    if "sources" not in record:
+        return record_settings(record)
+    kinds = {record_settings(source) for source in record["sources"]}
+    if len(kinds) > 1:
+        raise UsageError(f"{os.fspath(path)!r} pools benchmarks of different settings without saying which row "
+                         f"ran with which ({' / '.join(sorted(kinds))}): merge its sources instead")
+    return kinds.pop()
+
+
+def _failed(row: dict[str, Any]) -> bool:
+    return row.get("status") == "error"
 
 
 def check_mergeable(records: Sequence[dict[str, Any]], files: Sequence[Path]) -> None:
     """Refuse records that disagree on a :data:`SAME_KEYS` value, that
     repeat a (model, seed) run, that ran one model label with other config
     files or ``--key=value`` settings (its seeds would pool two models) or
-    that tuned one model twice."""
+    that tuned one model twice. A failed run may be repeated."""
     if len(records) < 2:
         raise UsageError("merge needs at least two benchmark records")
     for key in SAME_KEYS:
@@ -52,14 +83,15 @@ def check_mergeable(records: Sequence[dict[str, Any]], files: Sequence[Path]) ->
     settings_of_label: dict[str, tuple[str, Path]] = {}
     tuned: dict[str, Path] = {}
     for record, path in zip(records, files):
-        settings = " ".join([*(f"--config_files={name}" for name in record.get("config_files") or []),
-                             *training_overrides(record.get("overrides") or [])]) or "no settings"
         for row in record["rows"]:
+            settings = row_settings(row, record, path)
             first_settings, first_path = settings_of_label.setdefault(row["label"], (settings, path))
             if settings != first_settings:
                 raise UsageError(f"{row['label']} ran with {first_settings!r} in {os.fspath(first_path)!r} but with "
                                  f"{settings!r} in {os.fspath(path)!r}: its seeds would pool two settings")
             run = (row["label"], row.get("seed"))
+            if _failed(row):
+                continue
             if run in seen:
                 raise UsageError(f"{row['label']} seed {row.get('seed')} is in both {os.fspath(seen[run])!r} "
                                  f"and {os.fspath(path)!r}: drop one of them")
@@ -70,9 +102,10 @@ def check_mergeable(records: Sequence[dict[str, Any]], files: Sequence[Path]) ->
             tuned[label] = path
 
 
-def moved_row(row: dict[str, Any], source_folder: Path, paths: dict[str, Path]) -> dict[str, Any]:
-    """``row`` with its per-user hits copied beside the merged record."""
-    row = dict(row)
+def moved_row(row: dict[str, Any], settings: str, source_folder: Path, paths: dict[str, Path]) -> dict[str, Any]:
+    """``row`` with its per-user hits copied beside the merged record and
+    the ``settings`` it ran with noted."""
+    row = {**row, "run_settings": settings}
     if row.get("ranks_file"):
         source = source_folder / row["ranks_file"]
         if source.is_file():
@@ -96,7 +129,10 @@ def merge_records(json_files: Sequence[str | os.PathLike], output_dir: str | os.
     check_mergeable(records, files)
     first = records[0]
     paths = report.output_paths(output_dir, first["dataset"])
-    rows = [moved_row(row, path.parent, paths) for record, path in zip(records, files) for row in record["rows"]]
+    done_runs = {(row["label"], row.get("seed")) for record in records for row in record["rows"] if not _failed(row)}
+    kept = [(row, record, path) for record, path in zip(records, files) for row in record["rows"]
+            if not (_failed(row) and (row["label"], row.get("seed")) in done_runs)]
+    rows = [moved_row(row, row_settings(row, record, path), path.parent, paths) for row, record, path in kept]
     labels = list(dict.fromkeys(row["label"] for row in rows))
     chosen = report.choose_reference(reference or first.get("reference"), labels)
     record: dict[str, Any] = {key: first.get(key) for key in SAME_KEYS}

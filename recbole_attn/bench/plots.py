@@ -1,13 +1,17 @@
 """PNG figures of a benchmark (optional extra ``plot``: matplotlib).
 
-* curves: valid NDCG@10 against wall time, every model on one chart;
-* bars: test NDCG@10 and seconds per training epoch per model.
+* curves: valid NDCG@10 against wall time, every run on one chart;
+* bars: test NDCG@10 and seconds per training epoch per run.
+
+A model run with several seeds has one curve and one bar per seed, named
+with its seed.
 
 Budget-stopped models are drawn dashed (curves) or hatched (bars); failed
 models have nothing to draw and appear in the tables only.
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +34,13 @@ def _wide_range(values: list[float]) -> bool:
     return len(positive) > 1 and max(positive) / min(positive) > LOG_SCALE_RATIO
 
 
+def run_names(rows: list[dict[str, Any]]) -> list[str]:
+    """One name per row: its label, with the seed where the label has
+    several runs (matplotlib draws repeated bar names on one spot)."""
+    runs = Counter(row["label"] for row in rows)
+    return [f"{row['label']} seed {row.get('seed')}" if runs[row["label"]] > 1 else row["label"] for row in rows]
+
+
 def _colors(count: int) -> list[Any]:
     from matplotlib import colormaps
 
@@ -43,12 +54,12 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, dataset: str) -> Path:
     drawn = [row for row in sort_rows(rows) if row.get("curve")]
     figure = Figure(figsize=(8, 5), layout="constrained")
     axes = figure.add_subplot()
-    for row, color in zip(drawn, _colors(len(drawn))):
+    for row, name, color in zip(drawn, run_names(drawn), _colors(len(drawn))):
         seconds = [point["elapsed_seconds"] for point in row["curve"]]
         scores = [point["valid_ndcg@10"] for point in row["curve"]]
         budget = row["status"] == "budget"
         axes.plot(seconds, scores, marker="o", markersize=3, color=color, linestyle="--" if budget else "-",
-                  label=row["label"] + (" (budget-stopped)" if budget else ""))
+                  label=name + (" (budget-stopped)" if budget else ""))
     if _wide_range([point["elapsed_seconds"] for row in drawn for point in row["curve"]]):
         axes.set_xscale("log")
     else:
@@ -66,7 +77,7 @@ def plot_bars(rows: list[dict[str, Any]], path: Path, dataset: str) -> Path:
     from matplotlib.figure import Figure
 
     drawn = [row for row in sort_rows(rows) if row.get("test")][::-1]  # best on top
-    labels = [row["label"] for row in drawn]
+    labels = run_names(drawn)
     hatches = ["//" if row["status"] == "budget" else "" for row in drawn]
     figure = Figure(figsize=(11, 1.5 + 0.4 * max(len(drawn), 2)), layout="constrained")
     left, right = figure.subplots(1, 2, sharey=True)

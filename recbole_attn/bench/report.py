@@ -405,22 +405,6 @@ def write_tables(record: dict[str, Any], paths: dict[str, Path]) -> None:
     write_json_atomic(paths["json"], record)
 
 
-def rewrite_report(json_file: str | os.PathLike, reference: str | None = None) -> dict[str, Any]:
-    """Recompute a finished benchmark's comparisons from its saved hits
-    (against ``reference``, default the record's own) and rewrite its JSON,
-    Markdown and CSV in place; returns the record."""
-    json_path = Path(json_file)
-    record = read_record(json_path)
-    labels = list(dict.fromkeys(row["label"] for row in record["rows"]))
-    reference = choose_reference(reference or record.get("reference"), labels)
-    record["reference"] = reference
-    record["comparisons"] = comparisons(record["rows"], reference, json_path.parent)
-    paths = record_paths(json_path)
-    record["files"] = listed_files(paths)
-    write_tables(record, paths)
-    return record
-
-
 def progress_line(row: dict[str, Any]) -> str:
     """One line per finished model for the console."""
     flat = flat_row(row)

@@ -24,6 +24,7 @@ from recbole_attn.config import AttnConfig, known_keys, parse_cmd_args
 from recbole_attn.data.checks import check_dataset_files
 from recbole_attn.errors import UsageError
 from recbole_attn.results import machine, versions
+from recbole_attn.validation import validate_settings
 from recbole_attn.values import parse_value, parse_values, read_yaml_file
 
 DEFAULT_MODELS = ("AttnSeq", "AttnRNN", "SASRec", "GRU4Rec", "NARM", "STAMP", "BERT4Rec", "Caser",
@@ -148,6 +149,7 @@ def plan_rows(
     if data_path:
         flags["data_path"] = str(data_path)
     effective = {**SHARED_PROPERTIES, **user, **flags}
+    validate_settings({"seed": effective["seed"]})  # each row's seed is read below
     rows = expand_models(models, attention_types)
     # a key reaches the models that declare it; one no model declares reaches all (and is warned about)
     known = {model: known_keys(registry.get_model_class(model)) for _, model, _ in rows}  # typos fail now
@@ -213,7 +215,8 @@ def run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
         if row_file.is_file():
             return json.loads(row_file.read_text())
     failure = worker_failure(done.returncode)
-    return {"label": spec["label"], "model": spec["model"], "status": "error", "error": failure}
+    return {"label": spec["label"], "model": spec["model"], **measure.row_identity(spec), "status": "error",
+            "error": failure}
 
 
 def git_state() -> dict[str, Any]:
