@@ -404,6 +404,15 @@ def test_merge_pools_a_resumed_run_with_its_other_seeds(tmp_path, capsys):
     assert "but with '--n_layers=3' in" in capsys.readouterr().err
 
 
+def test_a_difference_over_fewer_seeds_than_the_mean_names_them(tmp_path, capsys):
+    first = saved_record(tmp_path / "a", 1, {"AttnSeq": 1, "GRU4Rec": 2})
+    second = saved_record(tmp_path / "b", 2, {"GRU4Rec": 2})  # no AttnSeq run of seed 2 to pair with
+    assert main([f"--merge={first},{second}", f"--output_dir={tmp_path / 'merged'}"]) == 0
+    [markdown] = (tmp_path / "merged").glob("*.md")
+    [line] = [line for line in markdown.read_text().splitlines() if line.startswith("| GRU4Rec | defaults | 2 |")]
+    assert "(seeds 1) |" in line
+
+
 def test_merge_pools_benchmarks_run_with_one_seed_each(tmp_path, capsys):
     first = saved_record(tmp_path / "a", 1, {"AttnSeq": 1}, overrides=["--seed=1", "--filter_seen=True"])
     second = saved_record(tmp_path / "b", 2, {"AttnSeq": 2}, overrides=["--seed=2", "--filter_seen=True"])

@@ -265,7 +265,10 @@ def summary_table(record: dict[str, Any]) -> str:
         failed = len(rows) - len(done)
         runs = (f"{len(done)}" + (f", {budget} budget-stopped" if budget else "")
                 + (f", {failed} failed" if failed else ""))
-        difference, p_value = format_comparison(found.get(label), reference, label)
+        compared = found.get(label)
+        difference, p_value = format_comparison(compared, reference, label)
+        if compared and len(compared["seeds"]) < len(done):  # the reference lacks some of its seeds
+            difference += f" (seeds {', '.join(str(seed) for seed in compared['seeds'])})"
         settings = (record.get("tuning") or {}).get(label, {}).get("best") or rows[0].get("settings")
         epochs = [f"{row['epochs_run']} ({row['best_epoch']})" for row in done]
         lines.append(" | ".join([
