@@ -242,7 +242,8 @@ def find_last_checkpoint(checkpoint_dir: str | os.PathLike, config: Any) -> str 
     model or dataset are not candidates; unreadable files and checkpoints of
     other settings are skipped with a warning naming them."""
     model, dataset = config["model"], config["dataset"]
-    wanted = settings_fingerprint(training_settings(config.final_config_dict))
+    current = training_settings(config.final_config_dict)
+    wanted = settings_fingerprint(current)
     candidates = sorted(Path(checkpoint_dir).glob(f"{model}-*{LAST_SUFFIX}"), key=lambda p: p.stat().st_mtime)
     for path in reversed(candidates):
         try:
@@ -253,7 +254,9 @@ def find_last_checkpoint(checkpoint_dir: str | os.PathLike, config: Any) -> str 
         if stored["config"].get("model") != model or stored["config"].get("dataset") != dataset:
             continue
         if _fingerprint_of(stored) != wanted:
-            logger.warning(f"resume=auto: skipping {path}: it was trained with other settings")
+            differing = differing_settings(training_settings(stored["config"]), current)
+            logger.warning(f"resume=auto: skipping {path}: it was trained with other settings "
+                           f"({'; '.join(differing[:3]) or 'unknown'})")
             continue
         return str(path)
     return None

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import recbole_attn
 from recbole_attn.atomic import atomic_path
 from recbole_attn.bench import suite
+from recbole_attn.checkpoint import find_last_checkpoint
 from recbole_attn.cli import main
 from recbole_attn.config import AttnConfig, parse_cmd_args
 from recbole_attn.data.checks import check_dataset_files
@@ -278,6 +279,20 @@ def test_a_checkpoint_with_a_bad_stored_value_exits_2(trained, tmp_path, capsys)
 
 # ----------------------------------------------------------------------------- resume matches its run
 
+class PlainConfig(dict):
+    """Just enough of a config for :func:`find_last_checkpoint`."""
+
+    @property
+    def final_config_dict(self) -> dict:
+        return dict(self)
+
+
+def test_resume_auto_names_the_unreadable_checkpoints_it_skips(tmp_path, caplog):
+    (tmp_path / "AttnSeq-broken-last.pth").write_bytes(b"not a checkpoint")
+    with caplog.at_level(logging.WARNING):
+        assert find_last_checkpoint(tmp_path, PlainConfig(model="AttnSeq", dataset="edge")) is None
+    assert "skipping" in caplog.text and "AttnSeq-broken-last.pth" in caplog.text
+
 def test_resume_skips_or_refuses_a_checkpoint_of_other_settings(trained, edge_root, tmp_path, caplog):
     saved = Path(trained["last_checkpoint"]).parent
     base = {**FAST, "epochs": 1, "data_path": str(edge_root), "checkpoint_dir": str(saved)}
@@ -285,7 +300,7 @@ def test_resume_skips_or_refuses_a_checkpoint_of_other_settings(trained, edge_ro
     with caplog.at_level(logging.WARNING):
         other = recbole_attn.run("AttnSeq", "edge", config_dict={**base, "learning_rate": 0.01, "resume": "auto"},
                                  write_results=False)
-    assert other["resumed_from"] is None and "skipping" in caplog.text
+    assert other["resumed_from"] is None and "skipping" in caplog.text and "learning_rate: 0.001 -> 0.01" in caplog.text
     with pytest.raises(UsageError, match=r"other settings \(learning_rate: 0.001 -> 0.01\)"):
         recbole_attn.run("AttnSeq", "edge", write_results=False,
                          config_dict={**base, "learning_rate": 0.01, "resume": trained["last_checkpoint"]})
