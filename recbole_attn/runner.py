@@ -182,21 +182,7 @@ def _experiment(
         finished = state["finished"] or trainer.start_epoch >= trainer.epochs
 
     fit_began = time.perf_counter()
-    stopped_by_budget = False
-    try:
-        if not finished:
-            trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
-            last.save(finished=True)
-    except BudgetExhausted:
-        stopped_by_budget = True
-    except (NonFiniteLossError, ValueError) as error:
-        if isinstance(error, ValueError) and str(error) != "Training loss is nan":  # RecBole's trainer
-            raise
-        raise NonFiniteLossError(_diverged_message(error, last)) from None
-    stopped_by_budget = stopped_by_budget or clock.budget_cut
-    if stopped_by_budget:
-        validate_last_epoch(trainer, valid_data, clock)
-        logger.info(f"time_budget of {config['time_budget']}s spent after {clock.epochs_trained():.2f} epochs")
+    stopped_by_budget = clock.budget_cut if finished else _fit(trainer, train_data, valid_data, clock, last)
     best_valid_score, best_valid = trainer.best_valid_score, trainer.best_valid_result
     fit_seconds = clock.carried_seconds + time.perf_counter() - fit_began
     distributed.barrier()  # rank 0 has finished writing the best model the test reloads
@@ -247,22 +233,52 @@ def _experiment(
     if write_results and not distributed.is_rank_zero():
         result["results_file"] = None  # rank 0 writes the one file
     elif write_results:
-        path = unique_results_path(config["output_dir"], f"{result['model']}-{result['dataset']}")
-        result["results_file"] = str(path)
-        try:
-            if ranks is not None and ranks.latest is not None:
-                result["ranks_file"] = str(path)[: -len(".json")] + RANKS_SUFFIX
-                ranks.save(result["ranks_file"], data)
-            write_json_atomic(path, result, exclusive=True)
-        except OSError as error:
-            if result.get("ranks_file") and os.path.exists(result["ranks_file"]):
-                os.unlink(result["ranks_file"])  # no ranks without their results
-            raise OSError(
-                error.errno,
-                f"could not write the results file {path} ({error.strerror or error}); nothing was "
-                f"left half-written. Test metrics: {result['test']}; best model: {result['checkpoint']}",
-            ) from None
+        _write_results(result, config["output_dir"], ranks, data)
     return result
+
+
+def _fit(trainer: Any, train_data: Any, valid_data: Any, clock: EpochClock, last: LastCheckpoint) -> bool:
+    """Train to the epoch cap, early stopping or the budget (then the cut
+    epoch is validated too); returns whether the budget stopped it. A
+    diverged loss is a :class:`NonFiniteLossError` naming the last good
+    checkpoint."""
+    config = trainer.config
+    stopped_by_budget = False
+    try:
+        trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
+        last.save(finished=True)
+    except BudgetExhausted:
+        stopped_by_budget = True
+    except (NonFiniteLossError, ValueError) as error:
+        if isinstance(error, ValueError) and str(error) != "Training loss is nan":  # RecBole's trainer
+            raise
+        raise NonFiniteLossError(_diverged_message(error, last)) from None
+    stopped_by_budget = stopped_by_budget or clock.budget_cut
+    if stopped_by_budget:
+        validate_last_epoch(trainer, valid_data, clock)
+        logger.info(f"time_budget of {config['time_budget']}s spent after {clock.epochs_trained():.2f} epochs")
+    return stopped_by_budget
+
+
+def _write_results(result: dict[str, Any], output_dir: str, ranks: UserRanks | None, data: Any) -> None:
+    """Write ``result`` (and the per-user ranks beside it) under a fresh
+    name in ``output_dir``, all or nothing: on a write error nothing stays
+    half-written and the error still gives the test metrics."""
+    path = unique_results_path(output_dir, f"{result['model']}-{result['dataset']}")
+    result["results_file"] = str(path)
+    try:
+        if ranks is not None and ranks.latest is not None:
+            result["ranks_file"] = str(path)[: -len(".json")] + RANKS_SUFFIX
+            ranks.save(result["ranks_file"], data)
+        write_json_atomic(path, result, exclusive=True)
+    except OSError as error:
+        if result.get("ranks_file") and os.path.exists(result["ranks_file"]):
+            os.unlink(result["ranks_file"])  # no ranks without their results
+        raise OSError(
+            error.errno,
+            f"could not write the results file {path} ({error.strerror or error}); nothing was "
+            f"left half-written. Test metrics: {result['test']}; best model: {result['checkpoint']}",
+        ) from None
 
 
 def _prepare_splits(config: AttnConfig, data: Any) -> tuple[Any, Any, Any]:
