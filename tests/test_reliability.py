@@ -104,26 +104,34 @@ class Killed(Exception):
     """Stands in for SIGKILL inside the test process."""
 
 
+def _killed_then_resumed(settings: dict, monkeypatch, train_epoch) -> dict:
+    """GRU4Rec trained with ``train_epoch`` (which raises :class:`Killed`
+    part way) in place of RecBole's, then resumed with ``resume=auto``."""
+    original = Trainer._train_epoch
+
+    def patched(self, *args, **kwargs):
+        return train_epoch(original, self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", patched)
+    with pytest.raises(Killed):
+        recbole_attn.run("GRU4Rec", "pattern", config_dict=settings, write_results=False)
+    monkeypatch.setattr(Trainer, "_train_epoch", original)
+    return recbole_attn.run("GRU4Rec", "pattern", config_dict={**settings, "resume": "auto"}, write_results=False)
+
+
 def test_resume_restores_recbole_loader_shuffling(pattern_root, tmp_path, monkeypatch):
     """GRU4Rec trains on RecBole's prefix loader, shuffled by the loader's own
     torch.Generator (not the global RNG): resume must put that back too."""
     settings = _settings(pattern_root, epochs=4, train_batch_size=512, checkpoint_dir=str(tmp_path / "s"))
     uninterrupted = recbole_attn.run("GRU4Rec", "pattern", config_dict=settings, write_results=False)
 
-    original = Trainer._train_epoch
-
-    def dies_in_epoch_2(self, train_data, epoch_idx, *args, **kwargs):
+    def dies_in_epoch_2(original, self, train_data, epoch_idx, *args, **kwargs):
         if epoch_idx == 2:
             torch.rand(7), np.random.rand(3)  # a half-done epoch draws random numbers
             raise Killed
         return original(self, train_data, epoch_idx, *args, **kwargs)
 
-    monkeypatch.setattr(Trainer, "_train_epoch", dies_in_epoch_2)
-    with pytest.raises(Killed):
-        recbole_attn.run("GRU4Rec", "pattern", config_dict=settings, write_results=False)
-    monkeypatch.setattr(Trainer, "_train_epoch", original)
-    resumed = recbole_attn.run("GRU4Rec", "pattern", config_dict={**settings, "resume": "auto"},
-                               write_results=False)
+    resumed = _killed_then_resumed(settings, monkeypatch, dies_in_epoch_2)
     assert resumed["resumed_from"] and load_checkpoint(resumed["resumed_from"])["finished"]
     _same_outcome(resumed, uninterrupted)
 
@@ -132,20 +140,14 @@ def test_a_resumed_run_counts_the_time_of_the_epochs_before_it(pattern_root, tmp
     """Seconds to the best epoch and fit seconds cover the whole run, so a
     row trained over several sittings reads like an uninterrupted one."""
     settings = _settings(pattern_root, epochs=4, train_batch_size=512, checkpoint_dir=str(tmp_path / "s"))
-    original = Trainer._train_epoch
 
-    def slow_then_dies(self, train_data, epoch_idx, *args, **kwargs):
+    def slow_then_dies(original, self, train_data, epoch_idx, *args, **kwargs):
         if epoch_idx == 2:
             raise Killed
         time.sleep(0.5)  # the first process's epochs are slow: 1 s of its fitting in all
         return original(self, train_data, epoch_idx, *args, **kwargs)
 
-    monkeypatch.setattr(Trainer, "_train_epoch", slow_then_dies)
-    with pytest.raises(Killed):
-        recbole_attn.run("GRU4Rec", "pattern", config_dict=settings, write_results=False)
-    monkeypatch.setattr(Trainer, "_train_epoch", original)
-    resumed = recbole_attn.run("GRU4Rec", "pattern", config_dict={**settings, "resume": "auto"},
-                               write_results=False)
+    resumed = _killed_then_resumed(settings, monkeypatch, slow_then_dies)
     elapsed = [entry["elapsed_seconds"] for entry in resumed["curve"]]
     assert len(elapsed) == 4 and elapsed[1] >= 1.0
     assert elapsed == sorted(elapsed)  # the resumed epochs go on from the first process's clock
