@@ -201,6 +201,18 @@ def test_command_line_errors_exit_2(capsys, tmp_path):
     assert budget_seconds("none") is None and budget_seconds("2.5") == 2.5
 
 
+def test_rows_not_yet_started_are_cancelled_when_a_row_cannot_be_recorded():
+    trained = []
+
+    def add_row(index, row):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        suite.run_rows([{"label": f"model {index}"} for index in range(3)], trained.append, 1, add_row,
+                       echo=lambda _: None)
+    assert len(trained) == 1
+
+
 def test_worker_deaths_are_said_in_words():
     assert "SIGKILL (out of memory?)" in suite.worker_failure(-9)
     assert "code 3" in suite.worker_failure(3)

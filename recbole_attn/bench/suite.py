@@ -239,6 +239,32 @@ def _machine(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return machine(devices[0] if devices else "cuda" if torch.cuda.is_available() else "cpu")
 
 
+def run_rows(specs: Sequence[dict[str, Any]], run_spec: Callable[[dict[str, Any]], dict[str, Any]], jobs: int,
+             add_row: Callable[[int, dict[str, Any]], None], echo: Callable[[str], Any] = print) -> None:
+    """Train ``specs`` with ``run_spec``, ``jobs`` at a time, handing each
+    finished row and its index to ``add_row`` (one at a time). An error
+    there (a full disk, say) cancels the rows not yet started, lets the
+    running ones end, and is raised: hours of training are not spent on
+    rows that cannot be recorded."""
+    lock = threading.Lock()
+
+    def run_one(index: int) -> None:
+        echo(f"[{index + 1}/{len(specs)}] {specs[index]['label']}: training ...")
+        row = run_spec(specs[index])
+        with lock:
+            add_row(index, row)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run_one, index) for index in range(len(specs))]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
 def run_benchmark(
     dataset: str = "ml-100k",
     models: Sequence[str] = DEFAULT_MODELS,
@@ -329,25 +355,18 @@ def run_benchmark(
         spec["ranks_file"] = str(paths["ranks"] / f"{report.file_label(spec['label'])}-seed{spec['seed']}.npz")
     finished: dict[int, dict[str, Any]] = {}
 
-    def run_one(index: int) -> None:
-        spec = specs[index]
-        echo(f"[{index + 1}/{len(specs)}] {spec['label']}: training ...")
-        row = run_spec(spec)
+    def add_row(index: int, row: dict[str, Any]) -> None:
         if row.get("ranks_file"):  # relative to the record, so that the folder can move
             row["ranks_file"] = os.path.relpath(row["ranks_file"], paths["json"].parent)
-        with lock:
-            finished[index] = row
-            record["rows"] = [finished[k] for k in sorted(finished)]
-            record["comparisons"] = report.comparisons(record["rows"], reference, paths["json"].parent)
-            echo(f"[{index + 1}/{len(specs)}] {report.progress_line(row)}")
-            record["wall_seconds"] = time.perf_counter() - began
-            record["machine"] = _machine(record["rows"])
-            report.write_tables(record, paths)
+        finished[index] = row
+        record["rows"] = [finished[k] for k in sorted(finished)]
+        record["comparisons"] = report.comparisons(record["rows"], reference, paths["json"].parent)
+        echo(f"[{index + 1}/{len(specs)}] {report.progress_line(row)}")
+        record["wall_seconds"] = time.perf_counter() - began
+        record["machine"] = _machine(record["rows"])
+        report.write_tables(record, paths)
 
-    lock = threading.Lock()
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for future in [pool.submit(run_one, index) for index in range(len(specs))]:
-            future.result()
+    run_rows(specs, run_spec, jobs, add_row, echo)
     plots.add_plots(record, paths, echo)
     record["finished"] = True
     report.write_tables(record, paths)
