@@ -48,19 +48,25 @@ def record_settings(record: dict[str, Any]) -> str:
                      *training_overrides(record.get("overrides") or [])]) or "no settings"
 
 
-def row_settings(row: dict[str, Any], record: dict[str, Any], path: Path) -> str:
-    """The settings ``row`` of ``record`` ran with: noted on the row by an
-    earlier merge, else its record's (a merged record's sources' when they
-    all agree)."""
-    if "run_settings" in row:
-        return row["run_settings"]
+def with_run_settings(record: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``record`` (read from ``path``) with every row noting the settings it
+    ran with (``run_settings``): noted already by an earlier merge, else its
+    record's (a merged record's sources' when they all agree)."""
+    if all("run_settings" in row for row in record["rows"]):
+        return record
     if "sources" not in record:
-        return record_settings(record)
-    kinds = {record_settings(source) for source in record["sources"]}
-    if len(kinds) > 1:
-        raise UsageError(f"{os.fspath(path)!r} pools benchmarks of different settings without saying which row "
-                         f"ran with which ({' / '.join(sorted(kinds))}): merge its sources instead")
-    return kinds.pop()
+        settings = record_settings(record)
+    else:
+        kinds = {record_settings(source) for source in record["sources"]}
+        if len(kinds) > 1:
+            raise UsageError(f"{os.fspath(path)!r} pools benchmarks of different settings without saying which "
+                             f"row ran with which ({' / '.join(sorted(kinds))}): merge its sources instead")
+        settings = kinds.pop()
+    return {**record, "rows": [{"run_settings": settings, **row} for row in record["rows"]]}
+
+
+def _run(row: dict[str, Any]) -> tuple[str, Any]:
+    return row["label"], row.get("seed")
 
 
 def _failed(row: dict[str, Any]) -> bool:
@@ -71,7 +77,8 @@ def check_mergeable(records: Sequence[dict[str, Any]], files: Sequence[Path]) ->
     """Refuse records that disagree on a :data:`SAME_KEYS` value, that
     repeat a (model, seed) run, that ran one model label with other config
     files or ``--key=value`` settings (its seeds would pool two models) or
-    that tuned one model twice. A failed run may be repeated."""
+    that tuned one model twice. A failed run may be repeated. The rows
+    note their settings (:func:`with_run_settings`)."""
     if len(records) < 2:
         raise UsageError("merge needs at least two benchmark records")
     for key in SAME_KEYS:
@@ -84,12 +91,12 @@ def check_mergeable(records: Sequence[dict[str, Any]], files: Sequence[Path]) ->
     tuned: dict[str, Path] = {}
     for record, path in zip(records, files):
         for row in record["rows"]:
-            settings = row_settings(row, record, path)
+            settings = row["run_settings"]
             first_settings, first_path = settings_of_label.setdefault(row["label"], (settings, path))
             if settings != first_settings:
                 raise UsageError(f"{row['label']} ran with {first_settings!r} in {os.fspath(first_path)!r} but with "
                                  f"{settings!r} in {os.fspath(path)!r}: its seeds would pool two settings")
-            run = (row["label"], row.get("seed"))
+            run = _run(row)
             if _failed(row):
                 continue
             if run in seen:
@@ -102,10 +109,9 @@ def check_mergeable(records: Sequence[dict[str, Any]], files: Sequence[Path]) ->
             tuned[label] = path
 
 
-def moved_row(row: dict[str, Any], settings: str, source_folder: Path, paths: dict[str, Path]) -> dict[str, Any]:
-    """``row`` with its per-user hits copied beside the merged record and
-    the ``settings`` it ran with noted."""
-    row = {**row, "run_settings": settings}
+def moved_row(row: dict[str, Any], source_folder: Path, paths: dict[str, Path]) -> dict[str, Any]:
+    """``row`` with its per-user hits copied beside the merged record."""
+    row = dict(row)
     if row.get("ranks_file"):
         source = source_folder / row["ranks_file"]
         if source.is_file():
@@ -125,14 +131,13 @@ def merge_records(json_files: Sequence[str | os.PathLike], output_dir: str | os.
     ``output_dir`` (fresh names), compare every model with ``reference``
     (default: the first record's) over the pooled seeds; returns the record."""
     files = [Path(name) for name in json_files]
-    records = [report.read_record(path) for path in files]
+    records = [with_run_settings(report.read_record(path), path) for path in files]
     check_mergeable(records, files)
     first = records[0]
     paths = report.output_paths(output_dir, first["dataset"])
-    done_runs = {(row["label"], row.get("seed")) for record in records for row in record["rows"] if not _failed(row)}
-    kept = [(row, record, path) for record, path in zip(records, files) for row in record["rows"]
-            if not (_failed(row) and (row["label"], row.get("seed")) in done_runs)]
-    rows = [moved_row(row, row_settings(row, record, path), path.parent, paths) for row, record, path in kept]
+    done_runs = {_run(row) for record in records for row in record["rows"] if not _failed(row)}
+    rows = [moved_row(row, path.parent, paths) for record, path in zip(records, files) for row in record["rows"]
+            if not (_failed(row) and _run(row) in done_runs)]
     labels = list(dict.fromkeys(row["label"] for row in rows))
     chosen = report.choose_reference(reference or first.get("reference"), labels)
     record: dict[str, Any] = {key: first.get(key) for key in SAME_KEYS}
