@@ -12,6 +12,7 @@ import os
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from recbole.data import create_dataset, data_preparation
@@ -142,64 +143,29 @@ def _experiment(
     test: bool = True,
 ) -> dict[str, Any]:
     init_seed(config["seed"], config["reproducibility"])
-
-    data = _create_dataset(config)
-    summary_logger.info(data)
-    interactions = data.inter_num  # before data_preparation: it rewrites data into prefix rows in place
-    train_data, valid_data, test_data = _prepare_splits(config, data)
-    if not test:
-        test_data = None  # nothing below can read the test split
-    if config["filter_seen"]:
-        attach_seen_filters(train_data, valid_data, test_data)
-    parallel = not config["single_spec"]
-    if parallel:  # each user evaluated once, by one process
-        distributed.shard_evaluation(valid_data)
-        if test_data is not None:
-            distributed.shard_evaluation(test_data)
+    splits = _load_splits(config, test)
     data_seconds = time.perf_counter() - began
 
     init_seed(config["seed"] + distributed.rank(), config["reproducibility"])  # RecBole: + local_rank, per machine
-    model_class = config.model_class
-    recommender = model_class(config, train_data.dataset)
-    initialize_item_table(recommender, config, train_data.dataset)
-    recommender = recommender.to(config["device"])
-    logger.info(recommender)
-    clock = EpochClock(config["time_budget"])
-    last = LastCheckpoint(train_data, extra=lambda: {"curve": clock.curve})
-    ranks = UserRanks() if config["save_user_ranks"] and write_results and not parallel else None
-    if config["save_user_ranks"] and parallel:
-        logger.warning("save_user_ranks: per-user ranks are not saved for multi-process runs")
-    # first = outermost: the last checkpoint is written outside the epoch clock
-    hooks = [last, clock, *extra_hooks, *([ranks] if ranks else []),
-             *([distributed.GatherMetrics()] if parallel else [])]
-    trainer = build_trainer(config, recommender, hooks)
+    training = _build_training(config, splits.train, write_results, extra_hooks)
+    trainer, clock = training.trainer, training.clock
     resume_file = distributed.from_rank_zero(_resume_file(config))
-    finished = False
-    if resume_file:
-        state = resume_training(trainer, resume_file, train_data)
-        clock.carry_on(state["extra"].get("curve", []))
-        last.resumed_path = resume_file
-        finished = state["finished"] or trainer.start_epoch >= trainer.epochs
+    finished = _resume(training, resume_file, splits.train) if resume_file else False
 
     fit_began = time.perf_counter()
-    stopped_by_budget = clock.budget_cut if finished else _fit(trainer, train_data, valid_data, clock, last)
-    best_valid_score, best_valid = trainer.best_valid_score, trainer.best_valid_result
+    stopped_by_budget = clock.budget_cut if finished else _fit(training, splits)
     fit_seconds = clock.carried_seconds + time.perf_counter() - fit_began
     distributed.barrier()  # rank 0 has finished writing the best model the test reloads
     test_began = time.perf_counter()
-    test_result = None
-    if test_data is not None:
-        test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
-        if not test_result:
-            raise RunFailed(f"the test of {config['model']} on {config['dataset']} gave no metrics")
+    test_result = _test(trainer, splits.test)
     test_seconds = time.perf_counter() - test_began
 
     result: dict[str, Any] = {
         "model": config["model"],
         "dataset": config["dataset"],
-        "best_valid_score": float(best_valid_score),
+        "best_valid_score": float(trainer.best_valid_score),
         "valid_metric": config["valid_metric"],
-        "best_valid": plain_data(best_valid),
+        "best_valid": plain_data(trainer.best_valid_result),
         "test": plain_data(test_result),
         "best_epoch": clock.best_epoch(config["valid_metric_bigger"]),
         "epochs_run": len(clock.curve),  # begun; the last one may be cut by the budget
@@ -214,15 +180,15 @@ def _experiment(
         },
         "curve": clock.curve,
         # supervised next items per epoch: one per prefix row in RecBole's mode
-        "train_targets": getattr(trainer, "train_targets", None) or len(train_data.dataset),
+        "train_targets": getattr(trainer, "train_targets", None) or len(splits.train.dataset),
         "dataset_stats": {
-            "users": data.user_num,
-            "items": data.item_num,
-            "interactions": interactions,
-            "train_rows": len(train_data.dataset),
+            "users": splits.data.user_num,
+            "items": splits.data.item_num,
+            "interactions": splits.interactions,
+            "train_rows": len(splits.train.dataset),
         },
         "checkpoint": trainer.saved_model_file,
-        "last_checkpoint": last.path,
+        "last_checkpoint": training.last.path,
         "log_file": str(log_file) if log_file else None,
         "resumed_from": resume_file,
         "world_size": distributed.world_size(),
@@ -233,15 +199,99 @@ def _experiment(
     if write_results and not distributed.is_rank_zero():
         result["results_file"] = None  # rank 0 writes the one file
     elif write_results:
-        _write_results(result, config["output_dir"], ranks, data)
+        _write_results(result, config["output_dir"], training.ranks, splits.data)
     return result
 
 
-def _fit(trainer: Any, train_data: Any, valid_data: Any, clock: EpochClock, last: LastCheckpoint) -> bool:
+@dataclass
+class _Splits:
+    """The dataset as read (counts for the results) and its three loaders;
+    ``test`` is None when the run must not read the test split."""
+
+    data: Any
+    interactions: int
+    train: Any
+    valid: Any
+    test: Any | None
+
+
+def _load_splits(config: AttnConfig, test: bool) -> _Splits:
+    """Read, filter and split the data; attach the seen-item filters; in a
+    multi-process run give each process its share of the users to evaluate."""
+    data = _create_dataset(config)
+    summary_logger.info(data)
+    interactions = data.inter_num  # before data_preparation: it rewrites data into prefix rows in place
+    train_data, valid_data, test_data = _prepare_splits(config, data)
+    if not test:
+        test_data = None  # nothing below can read the test split
+    if config["filter_seen"]:
+        attach_seen_filters(train_data, valid_data, test_data)
+    if not config["single_spec"]:  # each user evaluated once, by one process
+        distributed.shard_evaluation(valid_data)
+        if test_data is not None:
+            distributed.shard_evaluation(test_data)
+    return _Splits(data, interactions, train_data, valid_data, test_data)
+
+
+@dataclass
+class _Training:
+    """A trainer and the hooks the experiment reads back after fitting."""
+
+    trainer: Any
+    clock: EpochClock
+    last: LastCheckpoint
+    ranks: UserRanks | None
+
+
+def _build_training(config: AttnConfig, train_data: Any, write_results: bool,
+                    extra_hooks: Sequence[TrainerHook]) -> _Training:
+    """The model (item table initialised, on its device) and a trainer with
+    the run's hooks: last checkpoint, epoch clock, the caller's, per-user
+    ranks, and metric gathering across processes."""
+    recommender = config.model_class(config, train_data.dataset)
+    initialize_item_table(recommender, config, train_data.dataset)
+    recommender = recommender.to(config["device"])
+    logger.info(recommender)
+    parallel = not config["single_spec"]
+    clock = EpochClock(config["time_budget"])
+    last = LastCheckpoint(train_data, extra=lambda: {"curve": clock.curve})
+    ranks = UserRanks() if config["save_user_ranks"] and write_results and not parallel else None
+    if config["save_user_ranks"] and parallel:
+        logger.warning("save_user_ranks: per-user ranks are not saved for multi-process runs")
+    # first = outermost: the last checkpoint is written outside the epoch clock
+    hooks = [last, clock, *extra_hooks, *([ranks] if ranks else []),
+             *([distributed.GatherMetrics()] if parallel else [])]
+    return _Training(build_trainer(config, recommender, hooks), clock, last, ranks)
+
+
+def _test(trainer: Any, test_data: Any | None) -> dict[str, Any] | None:
+    """The best model's test metrics (None when the test split was dropped)."""
+    if test_data is None:
+        return None
+    config = trainer.config
+    result = trainer.evaluate(test_data, load_best_model=True, show_progress=config["show_progress"])
+    if not result:
+        raise RunFailed(f"the test of {config['model']} on {config['dataset']} gave no metrics")
+    return result
+
+
+def _resume(training: _Training, resume_file: str, train_data: Any) -> bool:
+    """Load the interrupted run's state into the trainer and its clock;
+    returns whether that run had already finished training."""
+    trainer = training.trainer
+    state = resume_training(trainer, resume_file, train_data)
+    training.clock.carry_on(state["extra"].get("curve", []))
+    training.last.resumed_path = resume_file
+    return bool(state["finished"] or trainer.start_epoch >= trainer.epochs)
+
+
+def _fit(training: _Training, splits: _Splits) -> bool:
     """Train to the epoch cap, early stopping or the budget (then the cut
     epoch is validated too); returns whether the budget stopped it. A
     diverged loss is a :class:`NonFiniteLossError` naming the last good
     checkpoint."""
+    trainer, clock, last = training.trainer, training.clock, training.last
+    train_data, valid_data = splits.train, splits.valid
     config = trainer.config
     stopped_by_budget = False
     try:

@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from recbole_attn.bench import plots, report
+from recbole_attn.bench import report
+from recbole_attn.bench.rewrite import write_record
 from recbole_attn.checkpoint import UNFINGERPRINTED_KEYS
 from recbole_attn.config import parse_cmd_args
 from recbole_attn.errors import UsageError
@@ -162,7 +163,5 @@ def merge_records(json_files: Sequence[str | os.PathLike], output_dir: str | os.
         "rows": rows,
         "wall_seconds": sum(source.get("wall_seconds") or 0.0 for source in records),
     })
-    record["comparisons"] = report.comparisons(rows, chosen, paths["json"].parent)
-    plots.add_plots(record, paths, echo)
-    report.write_tables(record, paths)
+    write_record(record, paths, echo)
     return record

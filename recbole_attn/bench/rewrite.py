@@ -23,9 +23,15 @@ def rewrite_record(json_file: str | os.PathLike, reference: str | None = None,
     record = read_record(json_path)
     labels = list(dict.fromkeys(row["label"] for row in record["rows"]))
     record["reference"] = choose_reference(reference or record.get("reference"), labels)
-    record["comparisons"] = comparisons(record["rows"], record["reference"], json_path.parent)
-    paths = record_paths(json_path)
+    write_record(record, record_paths(json_path), echo)
+    return record
+
+
+def write_record(record: dict[str, Any], paths: dict[str, Path], echo: Callable[[str], Any] = print) -> None:
+    """Compare the rows with the record's reference from their saved
+    per-user hits, then write the figures, JSON, Markdown and CSV to
+    ``paths``: the ending shared by a rewritten and a merged record."""
+    record["comparisons"] = comparisons(record["rows"], record["reference"], paths["json"].parent)
     record["files"] = listed_files(paths)
     plots.add_plots(record, paths, echo)
     write_tables(record, paths)
-    return record

@@ -317,7 +317,42 @@ def run_benchmark(
     preflight(specs)
     paths = report.output_paths(output_dir, dataset)
     began = time.perf_counter()
-    record: dict[str, Any] = {
+    record = _new_record(command=command, dataset=dataset, data_path=data_path, budget=budget, epochs=epochs,
+                         jobs=jobs, config_files=config_files, overrides=overrides, isolated=isolated,
+                         paths=paths, specs=specs, reference=reference, tune=tune)
+    run_spec = run_isolated if isolated else measure.run_row
+    if tune:
+        tuned = _tune(record, specs, labels, tune, run_spec, paths, echo)
+        specs = [spec for spec in plan_rows(**plan, seeds=seeds, settings=tuned) if spec["label"] in tuned]
+    for spec in specs:
+        spec["ranks_file"] = str(paths["ranks"] / f"{report.file_label(spec['label'])}-seed{spec['seed']}.npz")
+    finished: dict[int, dict[str, Any]] = {}
+
+    def add_row(index: int, row: dict[str, Any]) -> None:
+        if row.get("ranks_file"):  # relative to the record, so that the folder can move
+            row["ranks_file"] = os.path.relpath(row["ranks_file"], paths["json"].parent)
+        finished[index] = row
+        record["rows"] = [finished[k] for k in sorted(finished)]
+        record["comparisons"] = report.comparisons(record["rows"], reference, paths["json"].parent)
+        echo(f"[{index + 1}/{len(specs)}] {report.progress_line(row)}")
+        record["wall_seconds"] = time.perf_counter() - began
+        record["machine"] = _machine(record["rows"])
+        report.write_tables(record, paths)
+
+    run_rows(specs, run_spec, jobs, add_row, echo)
+    plots.add_plots(record, paths, echo)
+    record["finished"] = True
+    report.write_tables(record, paths)
+    return record
+
+
+def _new_record(*, command: str | None, dataset: str, data_path: str | None, budget: float | None, epochs: int,
+                jobs: int, config_files: Sequence[str], overrides: Sequence[str], isolated: bool,
+                paths: dict[str, Path], specs: Sequence[dict[str, Any]], reference: str | None,
+                tune: int) -> dict[str, Any]:
+    """A benchmark record before its first row: how it was run, on what,
+    from which commit; rows, comparisons and tuning fill in as they end."""
+    return {
         "benchmark": "recbole_attn.bench",
         "command": command,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -343,31 +378,16 @@ def run_benchmark(
         "rows": [],
         "comparisons": [],
     }
-    run_spec = run_isolated if isolated else measure.run_row
-    if tune:
-        for spec in [next(s for s in specs if s["label"] == label) for label in labels]:
-            echo(f"tuning {spec['label']}: {tune} trials on validation, seed {spec['seed']} ...")
-            record["tuning"][spec["label"]] = tuning.tune_row(spec, tune, run_spec, seed=spec["seed"], echo=echo)
-            report.write_tables(record, paths)
-        tuned = {label: found["best"] for label, found in record["tuning"].items() if found["best"] is not None}
-        specs = [spec for spec in plan_rows(**plan, seeds=seeds, settings=tuned) if spec["label"] in tuned]
-    for spec in specs:
-        spec["ranks_file"] = str(paths["ranks"] / f"{report.file_label(spec['label'])}-seed{spec['seed']}.npz")
-    finished: dict[int, dict[str, Any]] = {}
 
-    def add_row(index: int, row: dict[str, Any]) -> None:
-        if row.get("ranks_file"):  # relative to the record, so that the folder can move
-            row["ranks_file"] = os.path.relpath(row["ranks_file"], paths["json"].parent)
-        finished[index] = row
-        record["rows"] = [finished[k] for k in sorted(finished)]
-        record["comparisons"] = report.comparisons(record["rows"], reference, paths["json"].parent)
-        echo(f"[{index + 1}/{len(specs)}] {report.progress_line(row)}")
-        record["wall_seconds"] = time.perf_counter() - began
-        record["machine"] = _machine(record["rows"])
+
+def _tune(record: dict[str, Any], specs: Sequence[dict[str, Any]], labels: Sequence[str], trials: int,
+          run_spec: Callable[[dict[str, Any]], dict[str, Any]], paths: dict[str, Path],
+          echo: Callable[[str], Any]) -> dict[str, dict[str, Any]]:
+    """``trials`` validation-only trials per row label, on its first seed,
+    each label's search noted in ``record`` (tables rewritten after each);
+    returns the best settings of every label that found one."""
+    for spec in [next(s for s in specs if s["label"] == label) for label in labels]:
+        echo(f"tuning {spec['label']}: {trials} trials on validation, seed {spec['seed']} ...")
+        record["tuning"][spec["label"]] = tuning.tune_row(spec, trials, run_spec, seed=spec["seed"], echo=echo)
         report.write_tables(record, paths)
-
-    run_rows(specs, run_spec, jobs, add_row, echo)
-    plots.add_plots(record, paths, echo)
-    record["finished"] = True
-    report.write_tables(record, paths)
-    return record
+    return {label: found["best"] for label, found in record["tuning"].items() if found["best"] is not None}

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from recbole_attn import registry
+from recbole_attn.config import parse_cmd_args
 from recbole_attn.errors import UsageError
 from recbole_attn.values import read_yaml_file
 
@@ -96,7 +97,8 @@ def apply_settings(spec: dict[str, Any], settings: dict[str, Any]) -> dict[str, 
     return {
         **spec, "settings": dict(settings),
         "config_dict": {**spec["config_dict"], **settings, **spec["fixed_keys"]},
-        "cmd_args": [arg for arg in spec["cmd_args"] if arg[2:].split("=", 1)[0] not in settings],
+        "cmd_args": [f"--{key}={value}" for key, value in parse_cmd_args(spec["cmd_args"]).items()
+                     if key not in settings],
     }
 
 
