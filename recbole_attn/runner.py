@@ -216,8 +216,9 @@ class _Splits:
 
 
 def _load_splits(config: AttnConfig, test: bool) -> _Splits:
-    """Read, filter and split the data; attach the seen-item filters; in a
-    multi-process run give each process its share of the users to evaluate."""
+    """Read, filter and split the data (the test split dropped unless
+    ``test``); attach the seen-item filters; in a multi-process run give
+    each process its share of the users to evaluate."""
     data = _create_dataset(config)
     summary_logger.info(data)
     interactions = data.inter_num  # before data_preparation: it rewrites data into prefix rows in place
