@@ -223,6 +223,7 @@ def test_users_with_a_single_interaction_do_not_break_a_run(pattern_root, tmp_pa
     (folder / "lonely.inter").write_text("\n".join(lines + singles) + "\n")
     result = recbole_attn.run("AttnSeq", "lonely", config_dict=_settings(tmp_path, epochs=1), write_results=False)
     assert result["dataset_stats"]["users"] == 300 + 25 + 1
+    assert result["dataset_stats"]["test_users"] == 300  # one interaction: nothing to test
     assert all(np.isfinite(value) for value in result["test"].values())
 
 

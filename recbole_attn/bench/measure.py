@@ -83,7 +83,7 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
     per_epoch = times["train_seconds_per_epoch"]
     curve = valid_curve(result)
     best = max(curve, key=lambda point: point["valid_ndcg@10"]) if curve else None
-    test_users = result["dataset_stats"]["users"] - 1  # id 0 is padding
+    test_users = result["dataset_stats"]["test_users"]
     test_seconds = times["test_seconds"] if result["test"] is not None else 0.0
     return {
         "status": "budget" if result["stopped_by_budget"] else "ok",
