@@ -186,7 +186,8 @@ def _experiment(
             "items": splits.data.item_num,
             "interactions": splits.interactions,
             "train_rows": len(splits.train.dataset),
-            "test_users": splits.test_users,
+            # users the test split ranks (sharding splits the rows, not this count)
+            "test_users": splits.test.sample_size if splits.test is not None else 0,
         },
         "checkpoint": trainer.saved_model_file,
         "last_checkpoint": training.last.path,
@@ -214,7 +215,6 @@ class _Splits:
     train: Any
     valid: Any
     test: Any
-    test_users: int
 
 
 def _load_splits(config: AttnConfig, test: bool) -> _Splits:
@@ -227,14 +227,13 @@ def _load_splits(config: AttnConfig, test: bool) -> _Splits:
     train_data, valid_data, test_data = _prepare_splits(config, data)
     if not test:
         test_data = None  # nothing below can read the test split
-    test_users = test_data.sample_size if test_data is not None else 0  # users ranked, before sharding
     if config["filter_seen"]:
         attach_seen_filters(train_data, valid_data, test_data)
     if not config["single_spec"]:  # each user evaluated once, by one process
         distributed.shard_evaluation(valid_data)
         if test_data is not None:
             distributed.shard_evaluation(test_data)
-    return _Splits(data, interactions, train_data, valid_data, test_data, test_users)
+    return _Splits(data, interactions, train_data, valid_data, test_data)
 
 
 @dataclass
