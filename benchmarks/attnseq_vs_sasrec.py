@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import recbole_attn
+from recbole_attn.bench.time_to_quality import first_seconds_reaching
 from recbole_attn.results import machine, versions, write_json_atomic, write_text_atomic
 
 #: The model size both models share (the issue's: hidden 64, 2 layers, 2 heads, length 50).
@@ -25,14 +26,6 @@ SHARED = {
     "hidden_size": 64, "n_layers": 2, "n_heads": 2, "inner_size": 256, "MAX_ITEM_LIST_LENGTH": 50,
     "loss_type": "CE", "seed": 2020, "show_progress": False, "state": "WARNING",
 }
-
-
-def first_time_reaching(curve: list[dict[str, Any]], score: float) -> float | None:
-    """Wall seconds (training + validation) until the valid score first >= score."""
-    for entry in curve:
-        if entry.get("valid_score", -1) >= score:
-            return entry["elapsed_seconds"]
-    return None
 
 
 def summarize(result: dict[str, Any], model: str) -> dict[str, Any]:
@@ -112,8 +105,8 @@ def main() -> None:
     rows.insert(0, rows.pop())  # SASRec first in the table
     sasrec, attnseq = results[-1], results[0]
     sasrec_best = sasrec["best_valid_score"]
-    sasrec_time = first_time_reaching(sasrec["curve"], sasrec_best)
-    attnseq_time = first_time_reaching(attnseq["curve"], sasrec_best)
+    sasrec_time = first_seconds_reaching(sasrec["curve"], sasrec_best, key="valid_score")
+    attnseq_time = first_seconds_reaching(attnseq["curve"], sasrec_best, key="valid_score")
     ratios = {
         "training throughput AttnSeq / SASRec (targets per second)":
             f"{rows[1]['targets_per_second'] / rows[0]['targets_per_second']:.1f}x",

@@ -17,7 +17,7 @@ import pytest
 from recbole_attn.models.attnrnn import AttnRNN
 
 from recbole_attn import results
-from recbole_attn.bench import plots, report, suite
+from recbole_attn.bench import plots, report, suite, time_to_quality
 from recbole_attn.bench.cli import budget_seconds, main
 from recbole_attn.errors import UsageError
 from recbole_attn.user_ranks import UserHits, save_user_hits
@@ -335,6 +335,42 @@ def test_the_summary_header_names_the_reference_or_says_there_is_none():
            "best_valid": {"ndcg@10": 0.06}, "epochs_run": 3, "best_epoch": 2}
     assert "Δ NDCG@10 vs AttnSeq [95% CI]" in report.summary_table({"rows": [row], "reference": "AttnSeq"})
     assert "Δ NDCG@10 (no reference)" in report.summary_table({"rows": [row], "reference": None})
+
+
+def curve_row(label: str, seed: int, points: list[tuple[float, float]]) -> dict:
+    """A run whose validation curve is ``(elapsed seconds, valid NDCG@10)`` per epoch."""
+    return {"label": label, "seed": seed, "curve": [
+        {"epoch": epoch, "elapsed_seconds": seconds, "train_seconds": 1.0, "valid_ndcg@10": score}
+        for epoch, (seconds, score) in enumerate(points)]}
+
+
+def test_time_to_quality_is_the_references_time_to_each_models_best():
+    rows = [
+        curve_row("SASRec", 2020, [(100, 0.03), (200, 0.05), (300, 0.04)]),  # best 0.05 after 200 s
+        curve_row("AttnSeq", 2020, [(10, 0.02), (20, 0.049), (30, 0.05), (40, 0.06)]),  # 0.05 after 30 s
+        curve_row("SASRec", 2021, [(100, 0.07)]),  # better than the reference's run of 2021 ever gets
+        curve_row("AttnSeq", 2021, [(10, 0.06)]),
+        curve_row("NARM", 2022, [(50, 0.04)]),  # the reference has no run of 2022
+    ]
+    found = time_to_quality.times_to_best(rows, "AttnSeq")
+    assert [(run.model, run.seed, run.score, run.model_seconds, run.reference_seconds) for run in found] == [
+        ("SASRec", 2020, 0.05, 200, 30), ("SASRec", 2021, 0.07, 100, None)]
+    assert found[0].ratio == pytest.approx(0.15) and found[1].ratio is None
+    table = report.time_to_quality_table({"rows": rows, "reference": "AttnSeq"})
+    assert table.splitlines()[0] == "| model | seed | its best valid NDCG@10 | s to it | AttnSeq: s to it | ratio |"
+    assert table.splitlines()[2:] == ["| SASRec | 2020 | 0.0500 | 200 | 30.00 | 0.150 |",
+                                      "| SASRec | 2021 | 0.0700 | 100 | not reached | - |"]
+    assert report.time_to_quality_table({"rows": rows, "reference": None}) == ""
+
+
+def test_the_document_has_the_time_to_quality_section_only_with_a_reference():
+    rows = [fake_row("GRU4Rec", 0.05, seconds=100.0), fake_row("AttnSeq", 0.09)]
+    record = fake_record(rows)
+    assert "## Time to each model's best valid NDCG@10" not in report.markdown_document(record)
+    text = report.markdown_document({**record, "reference": "AttnSeq"})
+    assert "## Time to each model's best valid NDCG@10" in text
+    # GRU4Rec's best (0.05) after 300 s; AttnSeq's curve (0.03, 0.06, 0.09 at 1.5 s steps) passes it at 3 s
+    assert "| GRU4Rec | - | 0.0500 | 300 | 3.00 | 0.010 |" in text
 
 
 def hits_at(rank: int, users: int = 4) -> UserHits:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from recbole_attn.bench import significance
+from recbole_attn.bench import significance, time_to_quality
 from recbole_attn.errors import UsageError
 from recbole_attn.results import unique_results_path, write_json_atomic, write_text_atomic
 from recbole_attn.user_ranks import UserHits, load_user_hits
@@ -281,6 +281,24 @@ def summary_table(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def time_to_quality_table(record: dict[str, Any]) -> str:
+    """Per run of each other model: its best valid NDCG@10, the seconds it
+    and the reference's run of the same seed took to first reach it, and
+    their ratio ("" without a reference or curves)."""
+    reference = record.get("reference")
+    found = time_to_quality.times_to_best(record["rows"], reference)
+    if not found:
+        return ""
+    lines = [f"| model | seed | its best valid NDCG@10 | s to it | {reference}: s to it | ratio |",
+             "|---|---|---|---|---|---|"]
+    for run in found:
+        reached = "not reached" if run.reference_seconds is None else format_seconds(run.reference_seconds)
+        ratio = "-" if run.ratio is None else f"{run.ratio:.3f}"
+        lines.append(f"| {run.model} | {'-' if run.seed is None else run.seed} | {format_metric(run.score)} "
+                     f"| {format_seconds(run.model_seconds)} | {reached} | {ratio} |")
+    return "\n".join(lines)
+
+
 def published_table(dataset: str) -> str:
     """The published anchors of ``dataset`` as a Markdown table ("" if none)."""
     anchors = PUBLISHED.get(dataset)
@@ -373,6 +391,14 @@ def markdown_document(record: dict[str, Any]) -> str:
     anchors = published_table(record["dataset"])
     if anchors:
         lines += ["", "Published on the same files (full ranking, history excluded):", "", anchors]
+    speed = time_to_quality_table(record)
+    if speed:
+        reference = record["reference"]
+        lines += ["", "## Time to each model's best valid NDCG@10", "", speed, "",
+                  f"Wall seconds (training and validation) until each run's best valid NDCG@10, and until "
+                  f"{reference}'s run of the same seed first reached that score; ratio: {reference}'s time "
+                  f"over the model's (below 1: {reference} is there sooner). Each time comes from its own "
+                  "run: compare them where both ran on one machine under the same load (the lines above)."]
     lines += [
         "",
         "## Every run",
