@@ -461,6 +461,19 @@ def test_a_difference_over_fewer_seeds_than_the_mean_names_them(tmp_path, capsys
     assert "(seeds 1) |" in line
 
 
+def test_the_settings_column_names_the_files_and_settings_each_model_ran_with(tmp_path, capsys):
+    sparse = saved_record(tmp_path / "a", 1, {"AttnSeq": 1}, config_files=["properties/sparse.yaml"],
+                          overrides=["--resume=auto", "--n_layers=3", "--filter_seen=True"])
+    plain = saved_record(tmp_path / "b", 1, {"GRU4Rec": 2})
+    assert main([f"--report={sparse}"]) == 0
+    [markdown] = (tmp_path / "a").glob("*.md")
+    assert "| AttnSeq | properties/sparse.yaml, n_layers=3 | 1 |" in markdown.read_text()
+    assert main([f"--merge={sparse},{plain}", f"--output_dir={tmp_path / 'merged'}"]) == 0, capsys.readouterr().err
+    [markdown] = (tmp_path / "merged").glob("*.md")
+    text = markdown.read_text()
+    assert "| AttnSeq | properties/sparse.yaml, n_layers=3 | 1 |" in text and "| GRU4Rec | defaults | 1 |" in text
+
+
 def test_merge_pools_benchmarks_run_with_one_seed_each(tmp_path, capsys):
     first = saved_record(tmp_path / "a", 1, {"AttnSeq": 1}, overrides=["--seed=1", "--filter_seen=True"])
     second = saved_record(tmp_path / "b", 2, {"AttnSeq": 2}, overrides=["--seed=2", "--filter_seen=True"])

@@ -19,8 +19,7 @@ from typing import Any
 
 from recbole_attn.bench import report
 from recbole_attn.bench.rewrite import write_record
-from recbole_attn.checkpoint import UNFINGERPRINTED_KEYS
-from recbole_attn.config import parse_cmd_args
+from recbole_attn.bench.run_settings import record_settings
 from recbole_attn.errors import UsageError
 
 #: Record keys every merged benchmark must share: they define what a row means.
@@ -28,25 +27,6 @@ SAME_KEYS = ("dataset", "budget_seconds", "epochs", "tune_trials")
 #: Record keys kept per source: where and how each part was run.
 SOURCE_KEYS = ("command", "started", "finished", "wall_seconds", "jobs", "config_files", "overrides", "git",
                "versions", "machine", "omp_num_threads")
-#: ``--key=value`` settings that say how a run was carried out (``--resume=auto``
-#: after an interruption, paths, logging), not what it trains; a row's run
-#: length is fixed by the record's ``budget_seconds`` and ``epochs``.
-PROCEDURAL_KEYS = UNFINGERPRINTED_KEYS - {"epochs", "time_budget"}
-#: Settings every row records itself: runs of other seeds are what merging pools.
-ROW_KEYS = frozenset({"seed"})
-
-
-def training_overrides(overrides: Sequence[str]) -> list[str]:
-    """The ``--key=value`` settings of ``overrides`` that change what is trained,
-    but for the seed."""
-    return [f"--{key}={value}" for key, value in parse_cmd_args(overrides).items()
-            if key not in PROCEDURAL_KEYS | ROW_KEYS]
-
-
-def record_settings(record: dict[str, Any]) -> str:
-    """A benchmark's config files and training ``--key=value`` settings, in one line."""
-    return " ".join([*(f"--config_files={name}" for name in record.get("config_files") or []),
-                     *training_overrides(record.get("overrides") or [])]) or "no settings"
 
 
 def with_run_settings(record: dict[str, Any], path: Path) -> dict[str, Any]:

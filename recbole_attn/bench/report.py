@@ -10,11 +10,11 @@ import math
 import os
 import re
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from recbole_attn.bench import significance, time_to_quality
+from recbole_attn.bench import run_settings, significance, time_to_quality
 from recbole_attn.errors import UsageError
 from recbole_attn.results import unique_results_path, write_json_atomic, write_text_atomic
 from recbole_attn.user_ranks import UserHits, load_user_hits
@@ -219,11 +219,12 @@ def _mean(values: list[Any]) -> float | None:
     return statistics.fmean(present) if present else None
 
 
-def format_settings(settings: dict[str, Any] | None) -> str:
-    if not settings:
-        return "defaults"
-    return ", ".join(f"{key}={value:.2g}" if isinstance(value, float) else f"{key}={value}"
-                     for key, value in settings.items())
+def format_settings(settings: dict[str, Any] | None, ran_with: Sequence[str] = ()) -> str:
+    """``ran_with`` (config files, ``key=value`` words) then ``settings`` (a
+    variant's or the tuned ones), or "defaults" when there are none."""
+    words = [*ran_with, *(f"{key}={value:.2g}" if isinstance(value, float) else f"{key}={value}"
+                          for key, value in (settings or {}).items())]
+    return ", ".join(words) or "defaults"
 
 
 def format_comparison(comparison: dict[str, Any] | None, reference: str | None, label: str) -> tuple[str, str]:
@@ -270,9 +271,11 @@ def summary_table(record: dict[str, Any]) -> str:
         if compared and len(compared["seeds"]) < len(done):  # the reference lacks some of its seeds
             difference += f" (seeds {', '.join(str(seed) for seed in compared['seeds'])})"
         settings = (record.get("tuning") or {}).get(label, {}).get("best") or rows[0].get("settings")
+        ran_with = [word for word in run_settings.settings_words(run_settings.row_settings(record, rows[0]))
+                    if word.partition("=")[0] not in PROTOCOL_KEYS]  # those head the document
         epochs = [f"{row['epochs_run']} ({row['best_epoch']})" for row in done]
         lines.append(" | ".join([
-            f"| {label}", format_settings(settings), runs, mean_std(ndcg),
+            f"| {label}", format_settings(settings, ran_with), runs, mean_std(ndcg),
             mean_std([row["test"]["hit@10"] for row in done if "hit@10" in row["test"]]), difference, p_value,
             mean_std([row["best_valid"]["ndcg@10"] for row in done if "ndcg@10" in (row.get("best_valid") or {})]),
             format_seconds(_mean([row.get("train_seconds_per_epoch") for row in done])),
@@ -380,7 +383,9 @@ def markdown_document(record: dict[str, Any]) -> str:
         "Mean ± sample std over the seeds. Δ: mean over test users of the per-user NDCG@10 difference "
         "to the reference (each seed paired with the same seed, then averaged per user), with a paired "
         "bootstrap 95% CI; p: two-sided paired t-test, Holm-corrected over the models; **bold**: "
-        "significant at 0.05. `settings`: the tuned setting (`--tune`) or the models' defaults. "
+        "significant at 0.05. `settings`: the config files and `--key=value` settings the model ran with, "
+        "but for the protocol above, then its variant's or tuned (`--tune`) setting; `defaults` when there "
+        "are none. "
         "`s to best`: wall seconds until the best valid NDCG@10. Recompute any comparison from the "
         "`ranks_file` of each run in the JSON (docs/benchmarks_howto.md).",
     ]
