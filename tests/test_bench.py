@@ -461,6 +461,15 @@ def test_a_difference_over_fewer_seeds_than_the_mean_names_them(tmp_path, capsys
     assert "(seeds 1) |" in line
 
 
+def test_a_difference_over_fewer_seeds_than_the_references_mean_names_them(tmp_path, capsys):
+    first = saved_record(tmp_path / "a", 1, {"AttnSeq": 1, "GRU4Rec": 2})
+    second = saved_record(tmp_path / "b", 2, {"AttnSeq": 2})  # GRU4Rec ran seed 1 only
+    assert main([f"--merge={first},{second}", f"--output_dir={tmp_path / 'merged'}"]) == 0
+    [markdown] = (tmp_path / "merged").glob("*.md")
+    [line] = [line for line in markdown.read_text().splitlines() if line.startswith("| GRU4Rec | defaults | 1 |")]
+    assert "(seeds 1) |" in line
+
+
 def test_the_settings_column_names_the_files_and_settings_each_model_ran_with(tmp_path, capsys):
     sparse = saved_record(tmp_path / "a", 1, {"AttnSeq": 1}, config_files=["properties/sparse.yaml"],
                           overrides=["--resume=auto", "--n_layers=3", "--filter_seen=True"])

@@ -261,6 +261,7 @@ def summary_table(record: dict[str, Any]) -> str:
         done = [row for row in rows if row.get("test")]
         ndcg = [row["test"]["ndcg@10"] for row in done]
         entries.append((-(statistics.fmean(ndcg)) if ndcg else math.inf, label, rows, done, ndcg))
+    reference_runs = sum(bool(row.get("test")) for row in by_label.get(reference or "", []))
     for _, label, rows, done, ndcg in sorted(entries, key=lambda entry: entry[0]):
         budget = sum(row.get("status") == "budget" for row in rows)
         failed = len(rows) - len(done)
@@ -268,7 +269,7 @@ def summary_table(record: dict[str, Any]) -> str:
                 + (f", {failed} failed" if failed else ""))
         compared = found.get(label)
         difference, p_value = format_comparison(compared, reference, label)
-        if compared and len(compared["seeds"]) < len(done):  # the reference lacks some of its seeds
+        if compared and len(compared["seeds"]) < max(len(done), reference_runs):  # not every mean's seed pairs
             difference += f" (seeds {', '.join(str(seed) for seed in compared['seeds'])})"
         settings = (record.get("tuning") or {}).get(label, {}).get("best") or rows[0].get("settings")
         ran_with = [word for word in run_settings.settings_words(run_settings.row_settings(record, rows[0]))
