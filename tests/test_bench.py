@@ -501,7 +501,11 @@ def test_a_merged_record_merges_again_only_with_the_same_settings(tmp_path, caps
     same = saved_record(tmp_path / "d", 3, {"AttnSeq": 3}, overrides=sparse)
     assert main([f"--merge={merged},{same}", f"--output_dir={tmp_path / 'abd'}"]) == 0
     [again] = (tmp_path / "abd").glob("*.json")
-    assert json.loads(again.read_text())["seeds"] == [1, 2, 3]
+    again_record = json.loads(again.read_text())
+    assert again_record["seeds"] == [1, 2, 3]
+    # each benchmark stays a source of its own: its command, commit and machine survive merging again
+    assert [source["command"] for source in again_record["sources"]] == [
+        f"python -m recbole_attn.bench --seeds={seed}" for seed in (1, 2, 3)]
 
 
 def test_a_run_that_failed_in_one_record_and_finished_in_another_is_kept_finished(tmp_path, capsys):

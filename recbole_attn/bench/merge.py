@@ -46,6 +46,15 @@ def with_run_settings(record: dict[str, Any], path: Path) -> dict[str, Any]:
     return {**record, "rows": [{"run_settings": settings, **row} for row in record["rows"]]}
 
 
+def benchmark_sources(record: dict[str, Any], path: Path) -> list[dict[str, Any]]:
+    """Where and how ``record``'s rows were run: a merged record's own
+    sources, so that merging it again still names each benchmark's command,
+    commit and machine; else the record itself."""
+    if record.get("sources"):
+        return list(record["sources"])
+    return [{"file": os.fspath(path), **{key: record.get(key) for key in SOURCE_KEYS}}]
+
+
 def _run(row: dict[str, Any]) -> tuple[str, Any]:
     return row["label"], row.get("seed")
 
@@ -134,8 +143,7 @@ def merge_records(json_files: Sequence[str | os.PathLike], output_dir: str | os.
         "versions": first["versions"],
         "machine": first["machine"],
         "omp_num_threads": first.get("omp_num_threads"),
-        "sources": [{"file": os.fspath(path), **{key: source.get(key) for key in SOURCE_KEYS}}
-                    for source, path in zip(records, files)],
+        "sources": [source for benchmark, path in zip(records, files) for source in benchmark_sources(benchmark, path)],
         "files": report.listed_files(paths),
         "seeds": sorted({row["seed"] for row in rows if row.get("seed") is not None}),
         "reference": chosen,
