@@ -48,16 +48,32 @@ def test_tuning_trials_never_test_and_the_best_validation_setting_wins(pattern_r
 
     found = tuning.tune_row(spec, 3, run_trial, seed=1, echo=lambda _: None)
     assert len(found["trials"]) == 3 and all(trial_spec["test"] is False for trial_spec in seen)
+    # trial 0 is the untuned row, command line included
+    assert found["trials"][0]["settings"] == {} and "--learning_rate=0.5" in seen[0]["cmd_args"]
     # the tuned keys replace the command line's own value, in config_dict and in cmd_args
-    assert all(trial_spec["config_dict"]["learning_rate"] == trial["settings"]["learning_rate"]
+    assert all(set(trial["settings"]) == set(tuning.search_space("AttnSeq"))
+               and trial_spec["config_dict"]["learning_rate"] == trial["settings"]["learning_rate"]
                and "--learning_rate=0.5" not in trial_spec["cmd_args"]
-               for trial_spec, trial in zip(seen, found["trials"]))
+               for trial_spec, trial in zip(seen[1:], found["trials"][1:]))
     best = max(found["trials"], key=lambda trial: trial["valid_ndcg@10"])
     assert found["best"] == best["settings"] and found["best_valid_ndcg@10"] == best["valid_ndcg@10"]
-    assert set(found["best"]) == set(tuning.search_space("AttnSeq"))
     # the same seed draws the same settings
     again = tuning.tune_row(spec, 3, lambda s: {"best_valid": {"ndcg@10": 0.1}}, seed=1, echo=lambda _: None)
     assert [t["settings"] for t in again["trials"]] == [t["settings"] for t in found["trials"]]
+
+
+def test_the_untuned_row_wins_when_no_drawn_setting_beats_it_on_validation(pattern_root):
+    spec = plan_rows("pattern", ["AttnSeq"], data_path=str(pattern_root))[0]
+
+    def score(trial_spec):  # the untuned row scores best
+        return {"best_valid": {"ndcg@10": 0.3 if trial_spec["settings"] == {} else 0.1}}
+
+    found = tuning.tune_row(spec, 4, score, seed=1, echo=lambda _: None)
+    assert found["best"] == {} and found["best_valid_ndcg@10"] == 0.3 and len(found["trials"]) == 4
+    assert [trial["trial"] for trial in found["trials"]] == [0, 1, 2, 3]
+    assert all(trial["settings"] for trial in found["trials"][1:])
+    [seeded] = plan_rows("pattern", ["AttnSeq"], data_path=str(pattern_root), settings={"AttnSeq": found["best"]})
+    assert seeded == spec
 
 
 def test_a_trial_that_reports_test_metrics_stops_tuning(pattern_root):
@@ -86,7 +102,9 @@ def test_a_benchmark_goes_on_without_the_model_whose_tuning_failed(pattern_root,
     record = suite.run_benchmark("pattern", ["AttnSeq", "GRU4Rec"], budget=None, epochs=1, tune=1,
                                  data_path=str(pattern_root), output_dir=tmp_path, isolated=False,
                                  overrides=[f"--checkpoint_dir={tmp_path}"], echo=lambda _: None)
-    assert record["tuning"]["GRU4Rec"]["best"] is None and record["tuning"]["AttnSeq"]["best"]
+    # one trial: the untuned row only, which AttnSeq then runs with its seed
+    assert record["tuning"]["GRU4Rec"]["best"] is None and record["tuning"]["AttnSeq"]["best"] == {}
+    assert "trial 0 the model's untuned settings" in open(record["files"]["markdown"]).read()
     assert [row["label"] for row in record["rows"]] == ["AttnSeq"] and record["finished"]
 
 

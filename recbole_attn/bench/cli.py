@@ -74,9 +74,9 @@ def parse_args(argv: Sequence[str], prog: str = "python -m recbole_attn.bench") 
                         help="model every other is compared with, per user, with a paired bootstrap CI and "
                              "Holm-corrected p-values (default: AttnSeq when it runs)")
     parser.add_argument("--tune", type=int, default=0, metavar="N",
-                        help="N validation-only Optuna trials per model over its search space "
-                             "(properties/search/<Model>.yaml), then every seed with the best setting "
-                             "(default: 0, the models' defaults)")
+                        help="N validation-only trials per model: its untuned settings, then N-1 drawn "
+                             "by Optuna over its search space (properties/search/<Model>.yaml); then every "
+                             "seed with the best setting (default: 0, the models' defaults)")
     parser.add_argument("--report", default=None, metavar="BENCH.json",
                         help="train nothing: recompute the comparisons of a finished benchmark from its "
                              "saved per-user hits (with --reference, against another model), redraw its plots and "

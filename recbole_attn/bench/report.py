@@ -391,7 +391,10 @@ def markdown_document(record: dict[str, Any]) -> str:
         "`ranks_file` of each run in the JSON (docs/benchmarks_howto.md).",
     ]
     if record.get("tuning"):
-        lines += ["", f"Tuning: {record['tune_trials']} trials per model (Optuna TPE, seeded), scored on "
+        searches = record["tuning"].values()
+        drawn = ("trial 0 the model's untuned settings, the others drawn by Optuna TPE, seeded"
+                 if all(search.get("defaults_trial") for search in searches) else "Optuna TPE, seeded")
+        lines += ["", f"Tuning: {record['tune_trials']} trials per model ({drawn}), scored on "
                       "validation NDCG@10 only; the test split is dropped before training in every trial. "
                       "Every trial is in the JSON under `tuning`."]
     anchors = published_table(record["dataset"])

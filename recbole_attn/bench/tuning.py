@@ -107,7 +107,9 @@ def tune_row(spec: dict[str, Any], trials: int, run_trial: Callable[[dict[str, A
     """``trials`` settings for ``spec``'s model, each trained by ``run_trial``
     (:func:`~recbole_attn.bench.measure.run_row` or its process) without its
     test split; returns the best setting (``None`` when every trial failed)
-    and every trial."""
+    and every trial. Trial 0 is the untuned row itself (``settings == {}``),
+    so the winner is never worse on validation than what the row runs
+    without ``--tune``; the other ``trials - 1`` are drawn by TPE."""
     try:
         import optuna
     except ImportError:
@@ -117,25 +119,27 @@ def tune_row(spec: dict[str, Any], trials: int, run_trial: Callable[[dict[str, A
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     history: list[dict[str, Any]] = []
 
-    def objective(trial: Any) -> float:
-        settings = suggest(trial, space)
-        trial_spec = {**apply_settings(spec, settings), "label": f"{spec['label']} trial {trial.number}",
+    def run_setting(number: int, settings: dict[str, Any]) -> float:
+        trial_spec = {**apply_settings(spec, settings), "label": f"{spec['label']} trial {number}",
                       "test": False, "ranks_file": None}
         row = run_trial(trial_spec)
         if row.get("test") is not None:
-            raise RuntimeError(f"trial {trial.number} of {spec['label']} evaluated the test split")
+            raise RuntimeError(f"trial {number} of {spec['label']} evaluated the test split")
         value = (row.get("best_valid") or {}).get(TUNE_METRIC)
-        history.append({"trial": trial.number, "settings": settings, "status": row.get("status"),
+        history.append({"trial": number, "settings": settings, "status": row.get("status"),
                         f"valid_{TUNE_METRIC}": value, "epochs_run": row.get("epochs_run"),
                         "fit_seconds": row.get("fit_seconds"), "error": row.get("error")})
-        echo(f"  {spec['label']} trial {trial.number}: valid NDCG@10 {value} with {settings}")
+        echo(f"  {spec['label']} trial {number}: valid NDCG@10 {value} with {settings or 'its defaults'}")
         return float(value) if value is not None else float("nan")  # a failed trial: NaN, never chosen
 
-    study.optimize(objective, n_trials=trials)
+    if trials > 0:
+        run_setting(0, {})
+    study.optimize(lambda trial: run_setting(trial.number + 1, suggest(trial, space)), n_trials=max(trials - 1, 0))
     finished = [entry for entry in history
                 if entry[f"valid_{TUNE_METRIC}"] is not None and math.isfinite(entry[f"valid_{TUNE_METRIC}"])]
     found: dict[str, Any] = {"best": None, f"best_valid_{TUNE_METRIC}": None, "trials": history,
-                             "sampler": "optuna TPESampler", "seed": seed}
+                             "sampler": "optuna TPESampler", "seed": seed,
+                             "defaults_trial": trials > 0}
     if not finished:  # the model gets no seeded runs; the other models go on
         echo(f"  every tuning trial of {spec['label']} failed: no seeded runs for it (trials in the JSON)")
         return {**found, "error": "every trial failed"}
