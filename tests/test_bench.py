@@ -483,6 +483,26 @@ def test_the_settings_column_names_the_files_and_settings_each_model_ran_with(tm
     assert "| AttnSeq | properties/sparse.yaml, n_layers=3 | 1 |" in text and "| GRU4Rec | defaults | 1 |" in text
 
 
+def test_a_tuned_value_replaces_the_command_lines_in_the_settings_column(tmp_path, capsys):
+    tuned = saved_record(tmp_path / "a", 1, {"AttnSeq": 1}, overrides=["--learning_rate=0.01", "--n_layers=3"],
+                         tuning={"AttnSeq": {"best": {"learning_rate": 0.003}, "defaults_trial": True}},
+                         tune_trials=4)
+    assert main([f"--report={tuned}"]) == 0, capsys.readouterr().err
+    [markdown] = (tmp_path / "a").glob("*.md")
+    assert "| AttnSeq | n_layers=3, learning_rate=0.003 | 1 |" in markdown.read_text()
+
+
+def test_merge_refuses_tunings_with_and_without_the_untuned_trial(tmp_path, capsys):
+    first = saved_record(tmp_path / "a", 1, {"AttnSeq": 1}, tune_trials=4,
+                         tuning={"AttnSeq": {"best": {}, "defaults_trial": True}})
+    second = saved_record(tmp_path / "b", 2, {"GRU4Rec": 1}, tune_trials=4,
+                          tuning={"GRU4Rec": {"best": {"learning_rate": 0.003}}})
+    assert main([f"--merge={first},{second}", f"--output_dir={tmp_path / 'merged'}"]) == 2
+    error = capsys.readouterr().err
+    assert f"only '{first}' tuned with the untuned row as trial 0" in error
+    assert not (tmp_path / "merged").exists()
+
+
 def test_merge_pools_benchmarks_run_with_one_seed_each(tmp_path, capsys):
     first = saved_record(tmp_path / "a", 1, {"AttnSeq": 1}, overrides=["--seed=1", "--filter_seen=True"])
     second = saved_record(tmp_path / "b", 2, {"AttnSeq": 2}, overrides=["--seed=2", "--filter_seen=True"])

@@ -76,6 +76,16 @@ def test_the_untuned_row_wins_when_no_drawn_setting_beats_it_on_validation(patte
     assert seeded == spec
 
 
+def test_keys_the_row_fixes_are_not_tuned(pattern_root, tmp_path, monkeypatch):
+    [spec] = plan_rows("pattern", ["AttnRNN[general]"], data_path=str(pattern_root))
+    found = tuning.tune_row(spec, 3, lambda s: {"best_valid": {"ndcg@10": 0.1}}, echo=lambda _: None)
+    assert all(trial["settings"] and "attention_type" not in trial["settings"] for trial in found["trials"][1:])
+    (tmp_path / "AttnRNN.yaml").write_text("attention_type: {choice: [dot, general]}\n")
+    monkeypatch.setattr(tuning, "SEARCH_DIR", tmp_path)
+    with pytest.raises(UsageError, match=r"AttnRNN\[general\] fixes every key of .*AttnRNN.yaml"):
+        tuning.row_space(spec)
+
+
 def test_a_trial_that_reports_test_metrics_stops_tuning(pattern_root):
     spec = plan_rows("pattern", ["AttnSeq"], data_path=str(pattern_root))[0]
     with pytest.raises(RuntimeError, match="evaluated the test split"):
@@ -99,11 +109,10 @@ def test_a_benchmark_goes_on_without_the_model_whose_tuning_failed(pattern_root,
         return run_row(spec)
 
     monkeypatch.setattr(measure, "run_row", run_or_fail)
-    record = suite.run_benchmark("pattern", ["AttnSeq", "GRU4Rec"], budget=None, epochs=1, tune=1,
+    record = suite.run_benchmark("pattern", ["AttnSeq", "GRU4Rec"], budget=None, epochs=1, tune=2,
                                  data_path=str(pattern_root), output_dir=tmp_path, isolated=False,
                                  overrides=[f"--checkpoint_dir={tmp_path}"], echo=lambda _: None)
-    # one trial: the untuned row only, which AttnSeq then runs with its seed
-    assert record["tuning"]["GRU4Rec"]["best"] is None and record["tuning"]["AttnSeq"]["best"] == {}
+    assert record["tuning"]["GRU4Rec"]["best"] is None and record["tuning"]["AttnSeq"]["best"] is not None
     assert "trial 0 the model's untuned settings" in open(record["files"]["markdown"]).read()
     assert [row["label"] for row in record["rows"]] == ["AttnSeq"] and record["finished"]
 
@@ -113,7 +122,7 @@ def test_a_model_whose_tuning_failed_makes_the_exit_code_1(monkeypatch, tmp_path
 
     record = {"rows": [], "files": {}, "tuning": {"GRU4Rec": {"best": None, "error": "every trial failed"}}}
     monkeypatch.setattr(suite, "run_benchmark", lambda **kwargs: record)
-    assert main(["--models=GRU4Rec", "--tune=1", f"--output_dir={tmp_path}"]) == 1
+    assert main(["--models=GRU4Rec", "--tune=2", f"--output_dir={tmp_path}"]) == 1
     assert "every tuning trial failed for GRU4Rec" in capsys.readouterr().out
 
 
@@ -140,7 +149,8 @@ def test_every_shipped_search_space_reads():
 
 @pytest.mark.parametrize("argv, message", [
     (["--models=AttnSeq,Caser", "--tune=2"], "no search space for Caser"),
-    (["--tune=-1"], "tune must be >= 0"),
+    (["--tune=-1"], "tune must be 0 (no tuning) or >= 2 trials per model"),
+    (["--tune=1"], "tune must be 0 (no tuning) or >= 2 trials per model (trial 0 is the untuned row), got 1"),
     (["--models=GRU4Rec", "--reference=AttnSeq"], "reference 'AttnSeq' is not among the models: GRU4Rec"),
     (["--seeds=1,2", "--seed=3"], "either as --seeds or as seed"),
     (["--seed=abc"], "seed must be an integer, got 'abc'"),

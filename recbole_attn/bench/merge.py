@@ -97,6 +97,12 @@ def check_mergeable(records: Sequence[dict[str, Any]], files: Sequence[Path]) ->
             if label in tuned:
                 raise UsageError(f"{label} was tuned in both {os.fspath(tuned[label])!r} and {os.fspath(path)!r}")
             tuned[label] = path
+    untuned_first = {path: {bool(found.get("defaults_trial")) for found in (record.get("tuning") or {}).values()}
+                     for record, path in zip(records, files)}
+    if len(set().union(*untuned_first.values())) > 1:
+        with_it = [os.fspath(path) for path, kinds in untuned_first.items() if True in kinds]
+        raise UsageError(f"only {', '.join(map(repr, with_it))} tuned with the untuned row as trial 0: "
+                         f"the tuning budgets differ")
 
 
 def moved_row(row: dict[str, Any], source_folder: Path, paths: dict[str, Path]) -> dict[str, Any]:

@@ -273,7 +273,8 @@ def summary_table(record: dict[str, Any]) -> str:
             difference += f" (seeds {', '.join(str(seed) for seed in compared['seeds'])})"
         settings = (record.get("tuning") or {}).get(label, {}).get("best") or rows[0].get("settings")
         ran_with = [word for word in run_settings.settings_words(run_settings.row_settings(record, rows[0]))
-                    if word.partition("=")[0] not in PROTOCOL_KEYS]  # those head the document
+                    if word.partition("=")[0] not in PROTOCOL_KEYS  # those head the document
+                    and word.partition("=")[0] not in (settings or {})]  # a tuned value replaced it
         epochs = [f"{row['epochs_run']} ({row['best_epoch']})" for row in done]
         lines.append(" | ".join([
             f"| {label}", format_settings(settings, ran_with), runs, mean_std(ndcg),

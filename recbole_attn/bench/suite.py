@@ -304,16 +304,17 @@ def run_benchmark(
         raise UsageError(f"jobs must be >= 1, got {jobs}")
     if jobs > 1 and not isolated:
         raise UsageError("jobs > 1 needs one process per model: drop --in_process")
-    if tune < 0:
-        raise UsageError(f"tune must be >= 0 trials per model, got {tune}")
+    if tune < 0 or tune == 1:
+        raise UsageError(f"tune must be 0 (no tuning) or >= 2 trials per model (trial 0 is the untuned row), "
+                         f"got {tune}")
     plan: dict[str, Any] = dict(dataset=dataset, models=models, attention_types=attention_types, budget=budget,
                                 epochs=epochs, data_path=data_path, config_files=config_files, overrides=overrides)
     specs = plan_rows(**plan, seeds=seeds)
     labels = list(dict.fromkeys(spec["label"] for spec in specs))
     reference = report.choose_reference(reference, labels, DEFAULT_REFERENCE)
     if tune:
-        for model in dict.fromkeys(spec["model"] for spec in specs):
-            tuning.search_space(model)  # a missing or wrong space fails before any training
+        for spec in specs:
+            tuning.row_space(spec)  # a missing or wrong space fails before any training
     preflight(specs)
     paths = report.output_paths(output_dir, dataset)
     began = time.perf_counter()

@@ -74,6 +74,17 @@ def search_space(model: str) -> dict[str, tuple[str, Any]]:
     return space
 
 
+def row_space(spec: dict[str, Any]) -> dict[str, tuple[str, Any]]:
+    """``spec``'s model's search space without the keys the row fixes itself
+    (``AttnRNN[general]``'s ``attention_type``): a draw of those would never
+    reach training. :class:`UsageError` when nothing is left to tune."""
+    space = {key: found for key, found in search_space(spec["model"]).items() if key not in spec["fixed_keys"]}
+    if not space:
+        raise UsageError(f"--tune: {spec['label']} fixes every key of {search_space_file(spec['model'])}; "
+                         f"nothing is left to tune")
+    return space
+
+
 def suggest(trial: Any, space: dict[str, tuple[str, Any]]) -> dict[str, Any]:
     """One setting drawn by ``trial`` (an ``optuna.Trial``) from ``space``."""
     settings = {}
@@ -108,14 +119,14 @@ def tune_row(spec: dict[str, Any], trials: int, run_trial: Callable[[dict[str, A
     (:func:`~recbole_attn.bench.measure.run_row` or its process) without its
     test split; returns the best setting (``None`` when every trial failed)
     and every trial. Trial 0 is the untuned row itself (``settings == {}``),
-    so the winner is never worse on validation than what the row runs
-    without ``--tune``; the other ``trials - 1`` are drawn by TPE."""
+    so the winner is never below the untuned row on the tuning seed's
+    validation; the other ``trials - 1`` are drawn by TPE."""
     try:
         import optuna
     except ImportError:
         raise UsageError("--tune needs Optuna: pip install 'recbole-attn[tune]'") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = search_space(spec["model"])
+    space = row_space(spec)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     history: list[dict[str, Any]] = []
 
