@@ -503,6 +503,22 @@ def test_merge_refuses_tunings_with_and_without_the_untuned_trial(tmp_path, caps
     assert not (tmp_path / "merged").exists()
 
 
+def test_a_tuning_that_failed_in_one_record_and_found_a_setting_in_another_merges(tmp_path, capsys):
+    failed = saved_record(tmp_path / "a", 1, {"AttnSeq": 1}, tune_trials=4, tuning={
+        "AttnSeq": {"best": {}, "defaults_trial": True},
+        "GRU4Rec": {"best": None, "error": "every trial failed", "defaults_trial": True}})
+    repeated = saved_record(tmp_path / "b", 1, {"GRU4Rec": 2}, tune_trials=4,
+                            tuning={"GRU4Rec": {"best": {"learning_rate": 0.003}, "defaults_trial": True}})
+    out = tmp_path / "merged"
+    assert main([f"--merge={failed},{repeated}", f"--output_dir={out}"]) == 0, capsys.readouterr().err
+    [merged] = [json.loads(path.read_text()) for path in out.glob("*.json")]
+    assert merged["tuning"]["GRU4Rec"]["best"] == {"learning_rate": 0.003} and merged["tuning"]["AttnSeq"]["best"] == {}
+    twice = saved_record(tmp_path / "c", 2, {"GRU4Rec": 2}, tune_trials=4,
+                         tuning={"GRU4Rec": {"best": {"learning_rate": 0.001}, "defaults_trial": True}})
+    assert main([f"--merge={repeated},{twice}", f"--output_dir={tmp_path / 'again'}"]) == 2
+    assert "GRU4Rec was tuned in both" in capsys.readouterr().err
+
+
 def test_merge_pools_benchmarks_run_with_one_seed_each(tmp_path, capsys):
     first = saved_record(tmp_path / "a", 1, {"AttnSeq": 1}, overrides=["--seed=1", "--filter_seen=True"])
     second = saved_record(tmp_path / "b", 2, {"AttnSeq": 2}, overrides=["--seed=2", "--filter_seen=True"])

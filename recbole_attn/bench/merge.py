@@ -67,7 +67,7 @@ def check_mergeable(records: Sequence[dict[str, Any]], files: Sequence[Path]) ->
     """Refuse records that disagree on a :data:`SAME_KEYS` value, that
     repeat a (model, seed) run, that ran one model label with other config
     files or ``--key=value`` settings (its seeds would pool two models) or
-    that tuned one model twice. A failed run may be repeated. The rows
+    that tuned one model twice. A failed run or tuning may be repeated. The rows
     note their settings (:func:`with_run_settings`)."""
     if len(records) < 2:
         raise UsageError("merge needs at least two benchmark records")
@@ -93,7 +93,9 @@ def check_mergeable(records: Sequence[dict[str, Any]], files: Sequence[Path]) ->
                 raise UsageError(f"{row['label']} seed {row.get('seed')} is in both {os.fspath(seen[run])!r} "
                                  f"and {os.fspath(path)!r}: drop one of them")
             seen[run] = path
-        for label in record.get("tuning") or {}:
+        for label, found in (record.get("tuning") or {}).items():
+            if found.get("best") is None:  # a failed tuning may be repeated, like a failed run
+                continue
             if label in tuned:
                 raise UsageError(f"{label} was tuned in both {os.fspath(tuned[label])!r} and {os.fspath(path)!r}")
             tuned[label] = path
@@ -118,6 +120,17 @@ def moved_row(row: dict[str, Any], source_folder: Path, paths: dict[str, Path]) 
         else:
             row.pop("ranks_file")
     return row
+
+
+def merged_tuning(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Every record's tuning by label; a label tuned in several (failed,
+    then repeated) keeps the one that found a setting."""
+    tuning: dict[str, Any] = {}
+    for record in records:
+        for label, found in (record.get("tuning") or {}).items():
+            if label not in tuning or tuning[label].get("best") is None:
+                tuning[label] = found
+    return tuning
 
 
 def merge_records(json_files: Sequence[str | os.PathLike], output_dir: str | os.PathLike,
@@ -153,7 +166,7 @@ def merge_records(json_files: Sequence[str | os.PathLike], output_dir: str | os.
         "files": report.listed_files(paths),
         "seeds": sorted({row["seed"] for row in rows if row.get("seed") is not None}),
         "reference": chosen,
-        "tuning": {label: found for source in records for label, found in (source.get("tuning") or {}).items()},
+        "tuning": merged_tuning(records),
         "rows": rows,
         "wall_seconds": sum(source.get("wall_seconds") or 0.0 for source in records),
     })
