@@ -219,7 +219,17 @@ def test_worker_deaths_are_said_in_words():
 
 
 def test_a_killed_worker_row_says_which_seed_died(monkeypatch):
-    monkeypatch.setattr(suite.subprocess, "run", lambda *args, **kwargs: SimpleNamespace(returncode=-9))
+    class KilledWorker(SimpleNamespace):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def wait(self):
+            return -9
+
+    monkeypatch.setattr(suite.subprocess, "Popen", lambda *args, **kwargs: KilledWorker())
     row = suite.run_isolated({"label": "AttnSeq", "model": "AttnSeq", "seed": 2021, "settings": {}})
     assert row["status"] == "error" and row["seed"] == 2021 and "SIGKILL" in row["error"]
 

@@ -20,6 +20,7 @@ import torch
 
 from recbole_attn import registry
 from recbole_attn.bench import measure, plots, report, tuning
+from recbole_attn.bench.worker import STOP_WITH_PARENT
 from recbole_attn.config import AttnConfig, known_keys, parse_cmd_args
 from recbole_attn.data.checks import check_dataset_files
 from recbole_attn.errors import UsageError
@@ -204,17 +205,22 @@ def worker_failure(returncode: int) -> str:
     return f"worker process exited with code {returncode} and wrote no row"
 
 
+def worker_command(spec_file: Path, row_file: Path) -> list[str]:
+    """The command line of one row's worker process."""
+    return [sys.executable, "-m", "recbole_attn.bench.worker", str(spec_file), str(row_file), STOP_WITH_PARENT]
+
+
 def run_isolated(spec: dict[str, Any]) -> dict[str, Any]:
     """:func:`measure.run_row` in a fresh Python process (inheriting stdout,
     stderr and environment), so peak memory is this row's alone."""
     with tempfile.TemporaryDirectory(prefix="recbole-attn-bench-") as tmp:
         spec_file, row_file = Path(tmp) / "spec.json", Path(tmp) / "row.json"
         spec_file.write_text(json.dumps(spec))
-        command = [sys.executable, "-m", "recbole_attn.bench.worker", str(spec_file), str(row_file)]
-        done = subprocess.run(command, check=False)
+        with subprocess.Popen(worker_command(spec_file, row_file), stdin=subprocess.PIPE) as worker:
+            returncode = worker.wait()  # the open stdin pipe keeps the worker going: see worker.py
         if row_file.is_file():
             return json.loads(row_file.read_text())
-    failure = worker_failure(done.returncode)
+    failure = worker_failure(returncode)
     return {"label": spec["label"], "model": spec["model"], **measure.row_identity(spec), "status": "error",
             "error": failure}
 
