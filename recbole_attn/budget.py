@@ -24,6 +24,14 @@ from recbole_attn.serialization import plain_data
 from recbole_attn.hooks import TrainerHook
 
 
+def fitted_seconds(curve: list[dict[str, Any]]) -> float:
+    """Wall seconds of fitting (training and validation) behind a run's ``curve``."""
+    spent = 0.0
+    for entry in curve:  # an epoch without validation has no elapsed_seconds
+        spent = entry.get("elapsed_seconds", spent + entry["train_seconds"] + entry.get("valid_seconds", 0.0))
+    return spent
+
+
 class BudgetExhausted(Exception):
     """Raised before an epoch once ``time_budget`` seconds of fitting are spent."""
 
@@ -70,9 +78,7 @@ class EpochClock(TrainerHook):
         """Go on from a resumed run's ``curve``: the seconds its epochs took
         stay on the clock, so elapsed times (and so the time to the best
         epoch) and the budget count the whole run, as if never interrupted."""
-        spent = 0.0
-        for entry in curve:  # an epoch without validation has no elapsed_seconds
-            spent = entry.get("elapsed_seconds", spent + entry["train_seconds"] + entry.get("valid_seconds", 0.0))
+        spent = fitted_seconds(curve)
         self.curve = list(curve)
         self.carried_seconds = spent
         self.start = time.perf_counter() - spent

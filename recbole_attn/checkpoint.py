@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from recbole_attn import distributed
+from recbole_attn.budget import fitted_seconds
 from recbole_attn.serialization import atomic_torch_save, plain_data
 from recbole_attn.errors import UsageError
 from recbole_attn.hooks import TrainerHook
@@ -258,8 +259,36 @@ def find_last_checkpoint(checkpoint_dir: str | os.PathLike, config: Any) -> str 
             logger.warning(f"resume=auto: skipping {path}: it was trained with other settings "
                            f"({'; '.join(differing[:3]) or 'unknown'})")
             continue
+        obstacle = resume_obstacle(stored, config["epochs"], config["time_budget"])
+        if obstacle:
+            logger.warning(f"resume=auto: skipping {path}: {obstacle}")
+            continue
         return str(path)
     return None
+
+
+def resume_obstacle(state: dict[str, Any], epochs: int, time_budget: float | None) -> str | None:
+    """Why a run capped at ``epochs`` and ``time_budget`` seconds cannot go
+    on from the last checkpoint ``state`` (None: it can). The cap and budget
+    are not in the fingerprint, so that a run may go on with larger ones; a
+    checkpoint trained past them would be tested as this run's model."""
+    done = state["epoch"] + 1
+    if done > epochs:
+        return f"it has trained {done} epochs, more than epochs={epochs}"
+    if time_budget is None or time_budget == state["config"].get("time_budget"):
+        return None  # the same budget: spent, the run goes to its test
+    spent = fitted_seconds((state.get("extra") or {}).get("curve", []))
+    if spent > time_budget:
+        return f"it has fitted for {spent:.0f} s, more than time_budget={time_budget}"
+    return None
+
+
+def training_is_over(state: dict[str, Any], epochs: int, stopping_step: int) -> bool:
+    """Whether a run capped at ``epochs`` has nothing left to train after
+    ``state``: early stopping ended it (RecBole stops once ``cur_step`` passes
+    ``stopping_step``) or it has reached the cap. A run that a smaller cap
+    ended goes on."""
+    return state["cur_step"] > stopping_step or state["epoch"] + 1 >= epochs
 
 
 def _fingerprint_of(state: dict[str, Any]) -> str:
@@ -302,6 +331,9 @@ def resume_training(trainer: Any, path: str | os.PathLike, train_data: Any) -> d
             f"checkpoint {path} was trained with other settings ({'; '.join(differing[:8]) or 'unknown'}); "
             f"pass the same options as that run, or start afresh without --resume"
         )
+    obstacle = resume_obstacle(state, trainer.config["epochs"], trainer.config["time_budget"])
+    if obstacle:
+        raise UsageError(f"cannot go on from checkpoint {path}: {obstacle}; start afresh without --resume")
     load_weights(trainer.model, state, path, optimizer=trainer.optimizer)
     trainer.saved_model_file = _best_model_file(state, path)
     trainer.start_epoch = state["epoch"] + 1

@@ -25,6 +25,7 @@ from recbole_attn.checkpoint import (
     last_checkpoint_path,
     load_checkpoint,
     resume_training,
+    training_is_over,
 )
 from recbole_attn.atomic import check_writable_dir
 from recbole_attn.budget import BudgetExhausted, EpochClock, validate_last_epoch
@@ -285,7 +286,7 @@ def _resume(training: _Training, resume_file: str, train_data: Any) -> bool:
     state = resume_training(trainer, resume_file, train_data)
     training.clock.carry_on(state["extra"].get("curve", []))
     training.last.resumed_path = resume_file
-    return bool(state["finished"] or trainer.start_epoch >= trainer.epochs)
+    return training_is_over(state, trainer.epochs, trainer.stopping_step)
 
 
 def _fit(training: _Training, splits: _Splits) -> bool:

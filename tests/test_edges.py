@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import recbole_attn
 from recbole_attn.atomic import atomic_path
 from recbole_attn.bench import suite
-from recbole_attn.checkpoint import find_last_checkpoint
+from recbole_attn.checkpoint import find_last_checkpoint, resume_obstacle, training_is_over
 from recbole_attn.cli import main
 from recbole_attn.config import AttnConfig, parse_cmd_args
 from recbole_attn.data.checks import check_dataset_files
@@ -307,6 +307,47 @@ def test_resume_skips_or_refuses_a_checkpoint_of_other_settings(trained, edge_ro
     same = recbole_attn.run("AttnSeq", "edge", config_dict={**base, "epochs": 2, "resume": "auto"},
                             write_results=False)
     assert same["resumed_from"] == trained["last_checkpoint"]  # epochs may change on resume
+
+
+def test_resume_goes_on_past_a_smaller_cap_and_never_from_past_the_cap(edge_root, tmp_path, caplog, monkeypatch):
+    """A run the epoch cap ended goes on under a larger cap; a checkpoint
+    trained past the cap is never tested as if it were this run's."""
+    monkeypatch.chdir(tmp_path)
+    settings = {**FAST, "data_path": str(edge_root), "checkpoint_dir": str(tmp_path / "saved"), "stopping_step": 5}
+    settings.pop("embedding_size")
+    capped = recbole_attn.run("AttnSeq", "edge", config_dict={**settings, "epochs": 1}, write_results=False)
+    longer = recbole_attn.run("AttnSeq", "edge", config_dict={**settings, "epochs": 2, "resume": "auto"},
+                              write_results=False)
+    assert longer["resumed_from"] == capped["last_checkpoint"] and longer["epochs_run"] == 2
+    with caplog.at_level(logging.WARNING):
+        shorter = recbole_attn.run("AttnSeq", "edge", config_dict={**settings, "epochs": 1, "resume": "auto"},
+                                   write_results=False)
+    assert shorter["resumed_from"] is None and "it has trained 2 epochs, more than epochs=1" in caplog.text
+    with pytest.raises(UsageError, match="cannot go on from checkpoint .* more than epochs=1"):
+        recbole_attn.run("AttnSeq", "edge", write_results=False,
+                         config_dict={**settings, "epochs": 1, "resume": capped["last_checkpoint"]})
+
+
+def _last_state(epoch: int, curve: list[dict], time_budget: float | None, cur_step: int = 0) -> dict:
+    return {"epoch": epoch, "cur_step": cur_step, "config": {"time_budget": time_budget}, "extra": {"curve": curve}}
+
+
+def test_resume_refuses_a_checkpoint_that_fitted_for_longer_than_this_runs_budget():
+    whole = [{"epoch": 0, "train_seconds": 400.0, "valid_seconds": 10.0, "elapsed_seconds": 410.0},
+             {"epoch": 1, "train_seconds": 400.0, "valid_seconds": 10.0, "elapsed_seconds": 820.0}]
+    uncapped = _last_state(1, whole, None)
+    assert resume_obstacle(uncapped, epochs=45, time_budget=None) is None
+    assert resume_obstacle(uncapped, epochs=45, time_budget=1000) is None  # 820 s spent: within it
+    assert resume_obstacle(uncapped, epochs=45, time_budget=600) == "it has fitted for 820 s, more than time_budget=600"
+    cut = _last_state(1, [whole[0], {**whole[1], "epoch_fraction": 0.4}], 800)
+    assert resume_obstacle(cut, epochs=45, time_budget=800) is None  # the same run: its budget is spent, it tests
+    assert resume_obstacle(cut, epochs=45, time_budget=None) is None  # more time: it trains on
+
+
+def test_training_is_over_after_early_stopping_or_at_the_cap_only():
+    assert training_is_over(_last_state(9, [], None, cur_step=3), epochs=45, stopping_step=2)  # early-stopped
+    assert not training_is_over(_last_state(44, [], None, cur_step=1), epochs=200, stopping_step=2)  # cap 45 ended it
+    assert training_is_over(_last_state(44, [], None, cur_step=1), epochs=45, stopping_step=2)
 
 
 # ----------------------------------------------------------------------------- results
