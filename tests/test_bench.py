@@ -2,12 +2,15 @@
 row planning, the command line, and one real two-model run."""
 from __future__ import annotations
 
+import _thread
 import csv
 import json
 import math
 import platform
 import shutil
 import sys
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -211,6 +214,24 @@ def test_rows_not_yet_started_are_cancelled_when_a_row_cannot_be_recorded():
         suite.run_rows([{"label": f"model {index}"} for index in range(3)], trained.append, 1, add_row,
                        echo=lambda _: None)
     assert len(trained) == 1
+
+
+def test_ctrl_c_stops_a_row_running_in_this_process_at_once():
+    """``--in_process`` rows train in the caller's thread: an interrupt
+    (Ctrl-C) must not wait for the row, which may train for hours, to end."""
+    def long_row(spec):
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        return {"label": spec["label"]}
+
+    added = []
+    threading.Timer(0.5, _thread.interrupt_main).start()
+    began = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        suite.run_rows([{"label": "AttnSeq"}, {"label": "GRU4Rec"}], long_row, 1,
+                       lambda index, row: added.append(row), echo=lambda _: None)
+    assert time.monotonic() - began < 10 and added == []
 
 
 def test_worker_deaths_are_said_in_words():

@@ -260,6 +260,10 @@ def run_rows(specs: Sequence[dict[str, Any]], run_spec: Callable[[dict[str, Any]
         with lock:
             add_row(index, row)
 
+    if jobs == 1:  # in this thread: Ctrl-C then stops an in-process row at once, not after it ends
+        for index in range(len(specs)):
+            run_one(index)
+        return
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(run_one, index) for index in range(len(specs))]
         try:
