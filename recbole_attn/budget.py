@@ -131,21 +131,27 @@ class EpochClock(TrainerHook):
         return sum(entry["train_seconds"] for entry in self.curve) / trained if trained > 0 else 0.0
 
     def best_epoch(self, bigger_is_better: bool) -> int | None:
-        scored = [entry for entry in self.curve if "valid_score" in entry]
-        if not scored:
-            return None
-        pick = max if bigger_is_better else min
-        return pick(scored, key=lambda entry: entry["valid_score"])["epoch"]
+        """The epoch of the model RecBole keeps and tests: on a tie (scores
+        are rounded to 4 decimals) the later one, as it saves on ``>=``."""
+        best: dict[str, Any] | None = None
+        for entry in (entry for entry in self.curve if "valid_score" in entry):
+            if best is None or at_least_as_good(entry["valid_score"], best["valid_score"], bigger_is_better):
+                best = entry
+        return None if best is None else best["epoch"]
+
+
+def at_least_as_good(score: float, best: float, bigger_is_better: bool) -> bool:
+    """RecBole's early-stopping test for a new best model (ties count)."""
+    return score >= best if bigger_is_better else score <= best
 
 
 def validate_last_epoch(trainer: Any, valid_data: Any, clock: EpochClock) -> None:
     """Validate the last epoch if ``eval_step`` > 1 skipped it, keeping it
-    as the best model when it beats the best so far, as RecBole's ``fit``
-    does at an evaluation step."""
+    as the best model when it is at least as good as the best so far, as
+    RecBole's ``fit`` does at an evaluation step."""
     if trainer.eval_step <= 0 or not valid_data or not clock.curve or "valid_score" in clock.curve[-1]:
         return  # eval_step <= 0: RecBole saved every epoch; no validation to run
     score, result = trainer._valid_epoch(valid_data, show_progress=False)
-    best = trainer.best_valid_score
-    if score > best if trainer.valid_metric_bigger else score < best:
+    if at_least_as_good(score, trainer.best_valid_score, trainer.valid_metric_bigger):
         trainer.best_valid_score, trainer.best_valid_result = score, result
         trainer._save_checkpoint(clock.curve[-1]["epoch"])

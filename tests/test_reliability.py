@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from recbole.trainer import Trainer
 
 import recbole_attn
 from recbole_attn import results as results_module
-from recbole_attn.budget import BudgetExhausted, EpochClock
+from recbole_attn.budget import BudgetExhausted, EpochClock, validate_last_epoch
 from recbole_attn.checkpoint import load_checkpoint
 from recbole_attn.cli import main
 from recbole_attn.serialization import atomic_torch_save
@@ -164,6 +165,29 @@ def test_a_resumed_run_spends_what_is_left_of_its_budget():
     roomy = EpochClock(budget=60.0)
     roomy.carry_on(clock.curve)
     roomy.before_train_epoch(trainer=None, epoch_idx=2)  # 49.5 s left: trains on
+
+
+def test_best_epoch_is_the_model_recbole_keeps_on_a_tie():
+    """RecBole saves a new best model on ``>=`` (scores rounded to 4
+    decimals), so of two tied epochs the later one is tested."""
+    clock = EpochClock()
+    clock.curve = [{"epoch": epoch, "valid_score": score} for epoch, score in enumerate([0.1, 0.2, 0.2, 0.15])]
+    assert clock.best_epoch(bigger_is_better=True) == 2
+    assert clock.best_epoch(bigger_is_better=False) == 0
+    clock.curve.append({"epoch": 4, "train_seconds": 1.0})  # cut by the budget, not validated
+    assert clock.best_epoch(bigger_is_better=True) == 2
+
+
+def test_a_budget_cut_epoch_that_ties_the_best_becomes_the_tested_model():
+    saved = []
+    tied = (0.2, {"ndcg@10": 0.2})
+    trainer = SimpleNamespace(eval_step=2, best_valid_score=0.2, best_valid_result={"ndcg@10": 0.2},
+                              valid_metric_bigger=True, _valid_epoch=lambda data, show_progress: tied,
+                              _save_checkpoint=saved.append)
+    clock = EpochClock()
+    clock.curve = [{"epoch": 0, "valid_score": 0.2}, {"epoch": 1, "train_seconds": 1.0, "epoch_fraction": 0.5}]
+    validate_last_epoch(trainer, valid_data=[1], clock=clock)
+    assert saved == [1]
 
 
 def _checkpoint_file(tmp_path: Path) -> Path:
