@@ -483,6 +483,27 @@ def test_merge_pools_a_resumed_run_with_its_other_seeds(tmp_path, capsys):
     assert "but with '--n_layers=3' in" in capsys.readouterr().err
 
 
+def test_merge_pools_one_setting_written_two_ways(tmp_path, capsys):
+    first = saved_record(tmp_path / "a", 1, {"AttnSeq": 1}, overrides=["--n_layers=3", "--hidden_dropout_prob=0.5"])
+    second = saved_record(tmp_path / "b", 2, {"AttnSeq": 2}, overrides=["--hidden_dropout_prob=.5", "--n_layers=3"])
+    assert main([f"--merge={first},{second}", f"--output_dir={tmp_path / 'merged'}"]) == 0, capsys.readouterr().err
+
+
+def test_merge_refuses_records_run_under_two_protocols(tmp_path, capsys):
+    """A model tested with the user's history filtered out of the ranking
+    and one tested without were not measured alike."""
+    files = [saved_record(tmp_path / name, seed, {label: 1}) for name, seed, label in [("a", 1, "AttnSeq"),
+                                                                                       ("b", 1, "GRU4Rec")]]
+    for path, filter_seen in zip(files, [True, False]):
+        record = json.loads(path.read_text())
+        record["rows"][0]["result"]["config"]["filter_seen"] = filter_seen
+        path.write_text(json.dumps(record))
+    assert main([f"--merge={files[0]},{files[1]}", f"--output_dir={tmp_path / 'merged'}"]) == 2
+    error = capsys.readouterr().err
+    assert "the records differ in filter_seen: true in" in error and "but false in" in error
+    assert not (tmp_path / "merged").exists()
+
+
 def test_a_difference_over_fewer_seeds_than_the_mean_names_them(tmp_path, capsys):
     first = saved_record(tmp_path / "a", 1, {"AttnSeq": 1, "GRU4Rec": 2})
     second = saved_record(tmp_path / "b", 2, {"GRU4Rec": 2})  # no AttnSeq run of seed 2 to pair with

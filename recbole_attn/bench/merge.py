@@ -19,7 +19,7 @@ from typing import Any
 
 from recbole_attn.bench import report
 from recbole_attn.bench.rewrite import write_record
-from recbole_attn.bench.run_settings import record_settings
+from recbole_attn.bench.run_settings import comparable, record_settings
 from recbole_attn.errors import UsageError
 
 #: Record keys every merged benchmark must share: they define what a row means.
@@ -76,6 +76,7 @@ def check_mergeable(records: Sequence[dict[str, Any]], files: Sequence[Path]) ->
         if len(values) > 1:
             raise UsageError(f"the records differ in {key}: {', '.join(sorted(values))}; "
                              f"only benchmarks with the same {', '.join(SAME_KEYS)} merge")
+    check_same_protocol(records, files)
     seen: dict[tuple[str, Any], Path] = {}
     settings_of_label: dict[str, tuple[str, Path]] = {}
     tuned: dict[str, Path] = {}
@@ -83,7 +84,7 @@ def check_mergeable(records: Sequence[dict[str, Any]], files: Sequence[Path]) ->
         for row in record["rows"]:
             settings = row["run_settings"]
             first_settings, first_path = settings_of_label.setdefault(row["label"], (settings, path))
-            if settings != first_settings:
+            if comparable(settings) != comparable(first_settings):
                 raise UsageError(f"{row['label']} ran with {first_settings!r} in {os.fspath(first_path)!r} but with "
                                  f"{settings!r} in {os.fspath(path)!r}: its seeds would pool two settings")
             run = _run(row)
@@ -105,6 +106,24 @@ def check_mergeable(records: Sequence[dict[str, Any]], files: Sequence[Path]) ->
         with_it = [os.fspath(path) for path, kinds in untuned_first.items() if True in kinds]
         raise UsageError(f"only {', '.join(map(repr, with_it))} tuned with the untuned row as trial 0: "
                          f"the tuning budgets differ")
+
+
+def check_same_protocol(records: Sequence[dict[str, Any]], files: Sequence[Path]) -> None:
+    """Refuse records whose runs differ in a protocol setting
+    (:data:`~recbole_attn.bench.report.PROTOCOL_KEYS`: ``filter_seen``, the
+    split, the metrics, the sizes every model shares): their models were
+    not measured alike, and the table states one protocol for all."""
+    first: dict[str, tuple[str, Path]] = {}
+    for record, path in zip(records, files):
+        shared, _ = report.protocol(record["rows"])
+        for key, value in shared.items():
+            if key == "seed":
+                continue
+            text = json.dumps(value, sort_keys=True, default=str)
+            first_text, first_path = first.setdefault(key, (text, path))
+            if text != first_text:
+                raise UsageError(f"the records differ in {key}: {first_text} in {os.fspath(first_path)!r} but "
+                                 f"{text} in {os.fspath(path)!r}; only benchmarks run under one protocol merge")
 
 
 def moved_row(row: dict[str, Any], source_folder: Path, paths: dict[str, Path]) -> dict[str, Any]:

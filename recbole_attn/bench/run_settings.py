@@ -5,12 +5,14 @@ Merging pools a model's seeds only when these agree, and the tables print
 them, so that a row run with a property file never reads as "defaults"."""
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from typing import Any
 
 from recbole_attn.checkpoint import UNFINGERPRINTED_KEYS
 from recbole_attn.config import parse_cmd_args
+from recbole_attn.values import parse_values
 
 #: ``--key=value`` settings that say how a run was carried out (``--resume=auto``
 #: after an interruption, paths, logging), not what it trains; a row's run
@@ -34,6 +36,17 @@ def record_settings(record: dict[str, Any]) -> str:
     """A benchmark's config files and training ``--key=value`` settings, in one line."""
     return " ".join([*(f"{_CONFIG_FILES}{name}" for name in record.get("config_files") or []),
                      *training_overrides(record.get("overrides") or [])]) or NO_SETTINGS
+
+
+def comparable(settings: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """:func:`record_settings`' line in a form where the same settings compare
+    equal however they were written: the config files in their order (later
+    files override earlier ones), the ``--key=value`` settings by key, each
+    value as typed data (``True`` and ``true`` alike)."""
+    words = [] if settings == NO_SETTINGS else re.split(r" (?=--)", settings)
+    files = tuple(word.removeprefix(_CONFIG_FILES) for word in words if word.startswith(_CONFIG_FILES))
+    values = parse_values(parse_cmd_args([word for word in words if not word.startswith(_CONFIG_FILES)]))
+    return files, tuple(sorted((key, json.dumps(value, sort_keys=True, default=str)) for key, value in values.items()))
 
 
 def row_settings(record: dict[str, Any], row: dict[str, Any]) -> str:
