@@ -8,6 +8,7 @@ import json
 import math
 import platform
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -226,11 +227,15 @@ def test_ctrl_c_stops_a_row_running_in_this_process_at_once():
         return {"label": spec["label"]}
 
     added = []
-    threading.Timer(0.5, _thread.interrupt_main).start()
-    began = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        suite.run_rows([{"label": "AttnSeq"}, {"label": "GRU4Rec"}], long_row, 1,
-                       lambda index, row: added.append(row), echo=lambda _: None)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whatever ran before
+    try:
+        threading.Timer(0.5, _thread.interrupt_main).start()
+        began = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            suite.run_rows([{"label": "AttnSeq"}, {"label": "GRU4Rec"}], long_row, 1,
+                           lambda index, row: added.append(row), echo=lambda _: None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - began < 10 and added == []
 
 
