@@ -276,7 +276,7 @@ def resume_obstacle(state: dict[str, Any], epochs: int, time_budget: float | Non
     if done > epochs:
         return f"it has trained {done} epochs, more than epochs={epochs}"
     if time_budget is None or time_budget == state["config"].get("time_budget"):
-        return None  # the same budget: spent, the run goes to its test
+        return None  # no budget, or the one the checkpoint was trained under: it cannot have overrun it
     spent = fitted_seconds((state.get("extra") or {}).get("curve", []))
     if spent > time_budget:
         return f"it has fitted for {spent:.0f} s, more than time_budget={time_budget}"

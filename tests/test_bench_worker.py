@@ -81,4 +81,3 @@ def test_a_killed_benchmark_leaves_no_worker_training(tmp_path):
         parent.wait()
         if started.exists() and not stopped.exists():
             os.kill(int(started.read_text()), signal.SIGKILL)
-

@@ -43,7 +43,7 @@ def comparable(settings: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], .
     equal however they were written: the config files in their order (later
     files override earlier ones), the ``--key=value`` settings by key, each
     value as typed data (``True`` and ``true`` alike)."""
-    words = [] if settings == NO_SETTINGS else re.split(r" (?=--)", settings)
+    words = _words(settings)
     files = tuple(word.removeprefix(_CONFIG_FILES) for word in words if word.startswith(_CONFIG_FILES))
     values = parse_values(parse_cmd_args([word for word in words if not word.startswith(_CONFIG_FILES)]))
     return files, tuple(sorted((key, json.dumps(value, sort_keys=True, default=str)) for key, value in values.items()))
@@ -57,6 +57,9 @@ def row_settings(record: dict[str, Any], row: dict[str, Any]) -> str:
 def settings_words(settings: str) -> list[str]:
     """:func:`record_settings`' line as table words: ``properties/sparse.yaml``,
     ``n_layers=3``; none for the defaults."""
-    if settings == NO_SETTINGS:
-        return []
-    return [word.removeprefix(_CONFIG_FILES).removeprefix("--") for word in re.split(r" (?=--)", settings)]
+    return [word.removeprefix(_CONFIG_FILES).removeprefix("--") for word in _words(settings)]
+
+
+def _words(settings: str) -> list[str]:
+    """:func:`record_settings`' line split into its ``--config_files=``/``--key=value`` words."""
+    return [] if settings == NO_SETTINGS else re.split(r" (?=--)", settings)
