@@ -614,6 +614,26 @@ def test_a_run_that_failed_in_one_record_and_finished_in_another_is_kept_finishe
     assert [(row["seed"], row["status"]) for row in rows] == [(1, "ok"), (2, "ok")]
 
 
+def test_a_merge_that_fails_leaves_nothing_behind(tmp_path, capsys, monkeypatch):
+    """A mistyped reference, or a failure while drawing the figures, must not
+    leave per-user hits without the record that names them."""
+    first = saved_record(tmp_path / "a", 1, {"AttnSeq": 1, "GRU4Rec": 2})
+    second = saved_record(tmp_path / "b", 2, {"AttnSeq": 1, "GRU4Rec": 1})
+    out = tmp_path / "merged"
+    out.mkdir()
+    assert main([f"--merge={first},{second}", "--reference=SASRec", f"--output_dir={out}"]) == 2
+    assert "SASRec" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+
+    def broken_plots(*args, **kwargs):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(plots, "add_plots", broken_plots)
+    with pytest.raises(RuntimeError, match="no display"):
+        main([f"--merge={first},{second}", f"--output_dir={out}"])
+    assert list(out.iterdir()) == []
+
+
 def test_merge_needs_two_records_and_excludes_report(tmp_path, capsys):
     first = saved_record(tmp_path / "a", 1, {"AttnSeq": 1})
     assert main([f"--merge={first}", f"--output_dir={tmp_path / 'out'}"]) == 2

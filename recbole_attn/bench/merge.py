@@ -162,12 +162,35 @@ def merge_records(json_files: Sequence[str | os.PathLike], output_dir: str | os.
     records = [with_run_settings(report.read_record(path), path) for path in files]
     check_mergeable(records, files)
     first = records[0]
-    paths = report.output_paths(output_dir, first["dataset"])
     done_runs = {_run(row) for record in records for row in record["rows"] if not _failed(row)}
-    rows = [moved_row(row, path.parent, paths) for record, path in zip(records, files) for row in record["rows"]
+    kept = [(row, path) for record, path in zip(records, files) for row in record["rows"]
             if not (_failed(row) and _run(row) in done_runs)]
-    labels = list(dict.fromkeys(row["label"] for row in rows))
+    labels = list(dict.fromkeys(row["label"] for row, _ in kept))
     chosen = report.choose_reference(reference or first.get("reference"), labels)
+    paths = report.output_paths(output_dir, first["dataset"])
+    try:
+        return _write_merged(records, files, [moved_row(row, path.parent, paths) for row, path in kept],
+                             chosen, paths, command, echo)
+    except BaseException:
+        remove_written(paths)
+        raise
+
+
+def remove_written(paths: dict[str, Path]) -> None:
+    """Delete what a failed merge wrote under its fresh names, so that no
+    record without its JSON (or JSON without its per-user hits) is left."""
+    for path in paths.values():
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
+
+
+def _write_merged(records: Sequence[dict[str, Any]], files: Sequence[Path], rows: list[dict[str, Any]],
+                  chosen: str | None, paths: dict[str, Path], command: str | None,
+                  echo: Callable[[str], Any]) -> dict[str, Any]:
+    """The merged record of ``rows`` (per-user hits already beside it), written to ``paths``."""
+    first = records[0]
     record: dict[str, Any] = {key: first.get(key) for key in SAME_KEYS}
     record.update({
         "benchmark": "recbole_attn.bench",
