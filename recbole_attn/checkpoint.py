@@ -70,6 +70,24 @@ def settings_fingerprint(settings: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def data_fingerprint(dataset: Any) -> str | None:
+    """A short hash of the training data a model's tables index: the user
+    and item tokens in id order and the target item of every training row.
+    ``data_path`` stays out of the settings fingerprint (a data folder may
+    move), so this is what tells other data of the same name apart."""
+    fields = [getattr(dataset, "uid_field", None), getattr(dataset, "iid_field", None)]
+    tokens = getattr(dataset, "field2id_token", None)
+    inter = getattr(dataset, "inter_feat", None)
+    if tokens is None or inter is None or None in fields:
+        return None
+    digest = hashlib.sha256()
+    for field in fields:
+        digest.update("\x1f".join(map(str, tokens[field])).encode())
+        digest.update(b"\x1e")
+    digest.update(np.ascontiguousarray(inter[fields[1]].numpy(), dtype=np.int64).tobytes())
+    return digest.hexdigest()[:16]
+
+
 def differing_settings(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """``key: stored -> current`` for each training setting that differs."""
     keys = sorted(set(stored) | set(current))
@@ -184,6 +202,7 @@ class LastCheckpoint(TrainerHook):
         self.current_epoch: int | None = None  # epoch being trained
         self.last_epoch: int | None = None  # last epoch whose training finished
         self.saved_epoch: int | None = None
+        self._data_fingerprint: str | None = None
 
     @property
     def path(self) -> str:
@@ -212,10 +231,13 @@ class LastCheckpoint(TrainerHook):
             return
         generator = _loader_generator(self.train_data)
         settings = training_settings(trainer.config.final_config_dict)
+        if self._data_fingerprint is None:
+            self._data_fingerprint = data_fingerprint(getattr(self.train_data, "dataset", None))
         state = {
             "kind": "last",
             "config": plain_data(trainer.config.final_config_dict),
             "fingerprint": settings_fingerprint(settings),
+            "data_fingerprint": self._data_fingerprint,
             "epoch": self.last_epoch,
             "finished": finished,
             "cur_step": trainer.cur_step,
@@ -237,12 +259,14 @@ class LastCheckpoint(TrainerHook):
 
 # ----------------------------------------------------------------------------- resuming
 
-def find_last_checkpoint(checkpoint_dir: str | os.PathLike, config: Any) -> str | None:
+def find_last_checkpoint(checkpoint_dir: str | os.PathLike, config: Any, data: Any = None) -> str | None:
     """Newest ``*-last.pth`` in ``checkpoint_dir`` written by a run with the
-    same training settings as ``config`` (``resume=auto``). Files of another
-    model or dataset are not candidates; unreadable files and checkpoints of
-    other settings are skipped with a warning naming them."""
+    same training settings as ``config`` (``resume=auto``) on the same
+    training data ``data`` (when given). Files of another model or dataset
+    are not candidates; unreadable files and checkpoints of other settings
+    or data are skipped with a warning naming them."""
     model, dataset = config["model"], config["dataset"]
+    data_wanted = data_fingerprint(data) if data is not None else None
     current = training_settings(config.final_config_dict)
     wanted = settings_fingerprint(current)
     candidates = sorted(Path(checkpoint_dir).glob(f"{model}-*{LAST_SUFFIX}"), key=lambda p: p.stat().st_mtime)
@@ -259,12 +283,23 @@ def find_last_checkpoint(checkpoint_dir: str | os.PathLike, config: Any) -> str 
             logger.warning(f"resume=auto: skipping {path}: it was trained with other settings "
                            f"({'; '.join(differing[:3]) or 'unknown'})")
             continue
+        if not same_data(stored, data_wanted):
+            logger.warning(f"resume=auto: skipping {path}: it was trained on other data named {dataset!r}")
+            continue
         obstacle = resume_obstacle(stored, config["epochs"], config["time_budget"])
         if obstacle:
             logger.warning(f"resume=auto: skipping {path}: {obstacle}")
             continue
         return str(path)
     return None
+
+
+def same_data(state: dict[str, Any], wanted: str | None) -> bool:
+    """Whether the checkpoint ``state`` was trained on the data whose
+    fingerprint is ``wanted`` (checkpoints written before the data
+    fingerprint, and data without one, are taken as the same)."""
+    recorded = state.get("data_fingerprint")
+    return recorded is None or wanted is None or recorded == wanted
 
 
 def resume_obstacle(state: dict[str, Any], epochs: int, time_budget: float | None) -> str | None:
@@ -330,6 +365,12 @@ def resume_training(trainer: Any, path: str | os.PathLike, train_data: Any) -> d
         raise UsageError(
             f"checkpoint {path} was trained with other settings ({'; '.join(differing[:8]) or 'unknown'}); "
             f"pass the same options as that run, or start afresh without --resume"
+        )
+    if not same_data(state, data_fingerprint(getattr(train_data, "dataset", None))):
+        raise UsageError(
+            f"checkpoint {path} was trained on other data named {trainer.config['dataset']!r} (other users, items "
+            f"or training rows than in data_path={trainer.config['data_path']}); point data_path at the data it "
+            f"was trained on, or start afresh without --resume"
         )
     obstacle = resume_obstacle(state, trainer.config["epochs"], trainer.config["time_budget"])
     if obstacle:

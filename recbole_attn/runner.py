@@ -150,7 +150,7 @@ def _experiment(
     init_seed(config["seed"] + distributed.rank(), config["reproducibility"])  # RecBole: + local_rank, per machine
     training = _build_training(config, splits.train, write_results, extra_hooks)
     trainer, clock = training.trainer, training.clock
-    resume_file = distributed.from_rank_zero(_resume_file(config))
+    resume_file = distributed.from_rank_zero(_resume_file(config, splits.train.dataset))
     finished = _resume(training, resume_file, splits.train) if resume_file else False
 
     fit_began = time.perf_counter()
@@ -376,14 +376,15 @@ def _create_dataset(config: AttnConfig) -> Any:
     return data
 
 
-def _resume_file(config: AttnConfig) -> str | None:
+def _resume_file(config: AttnConfig, train_dataset: Any) -> str | None:
     """``resume``: a last-checkpoint path, or ``auto`` for the newest one of
-    this model and dataset in ``checkpoint_dir`` (none found: start afresh)."""
+    this model and dataset, trained on ``train_dataset``, in
+    ``checkpoint_dir`` (none found: start afresh)."""
     resume = config["resume"]
     if resume in (None, "", False):
         return None
     if str(resume).lower() == "auto":
-        found = find_last_checkpoint(config["checkpoint_dir"], config)
+        found = find_last_checkpoint(config["checkpoint_dir"], config, train_dataset)
         logger.info(f"resume=auto: {found or 'no last checkpoint found, starting afresh'}")
         return found
     return str(resume)

@@ -328,6 +328,29 @@ def test_resume_goes_on_past_a_smaller_cap_and_never_from_past_the_cap(edge_root
                          config_dict={**settings, "epochs": 1, "resume": capped["last_checkpoint"]})
 
 
+def test_resume_skips_or_refuses_a_checkpoint_of_other_data_of_the_same_name(edge_root, tmp_path, caplog):
+    """``data_path`` is not a training setting (a data folder may move), so
+    the checkpoint's data fingerprint must tell another ``edge`` apart: here
+    the same users and items, each history in reverse order, so that the
+    weights would load."""
+    reversed_rows = [f"{u}\t{(u + t) % 40 + 1}\t1\t{5 - t}" for u in range(1, 31) for t in range(6)]
+    other_root = _write_dataset(tmp_path / "other", "edge", reversed_rows)
+    settings = {**FAST, "epochs": 1, "checkpoint_dir": str(tmp_path / "saved")}
+    settings.pop("embedding_size")
+    trained = recbole_attn.run("AttnSeq", "edge", config_dict={**settings, "data_path": str(edge_root)},
+                               write_results=False)
+    on_other = {**settings, "data_path": str(other_root), "epochs": 2}
+    with caplog.at_level(logging.WARNING):
+        fresh = recbole_attn.run("AttnSeq", "edge", config_dict={**on_other, "resume": "auto"}, write_results=False)
+    assert fresh["resumed_from"] is None and "it was trained on other data named 'edge'" in caplog.text
+    with pytest.raises(UsageError, match="was trained on other data named 'edge'"):
+        recbole_attn.run("AttnSeq", "edge", write_results=False,
+                         config_dict={**on_other, "resume": trained["last_checkpoint"]})
+    same = recbole_attn.run("AttnSeq", "edge", write_results=False,
+                            config_dict={**settings, "data_path": str(edge_root), "epochs": 2, "resume": "auto"})
+    assert same["resumed_from"] == trained["last_checkpoint"]
+
+
 def _last_state(epoch: int, curve: list[dict], time_budget: float | None, cur_step: int = 0) -> dict:
     return {"epoch": epoch, "cur_step": cur_step, "config": {"time_budget": time_budget}, "extra": {"curve": curve}}
 
