@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from recbole_attn.config import parse_cmd_args
-from recbole_attn.errors import RunFailed, UsageError
+from recbole_attn.errors import OneLineArgumentParser, RunFailed, UsageError
 
 #: Subcommands that serve a trained checkpoint (:mod:`recbole_attn.serve`).
 SERVE_COMMANDS = ("recommend", "explain", "export")
@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- serving a trained checkpoint ------------------------------------------------
 
 def _serve_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=program_name(), description="Serve a trained checkpoint.")
+    parser = OneLineArgumentParser(prog=program_name(), description="Serve a trained checkpoint.")
     commands = parser.add_subparsers(dest="command", required=True)
     recommend_cmd = commands.add_parser("recommend", help="top-k items for users or a history")
     explain_cmd = commands.add_parser("explain", help="attention weights over a history")
@@ -156,9 +156,11 @@ def serve_main(argv: Sequence[str]) -> int:
         print(f"exported: {export_model(loaded, args.out, args.format)}")
         return 0
     if args.command == "explain" and args.png:
-        from recbole_attn.serve.plot import require_matplotlib
+        from recbole_attn.serve.plot import check_figure_path
 
-        require_matplotlib()  # before the slow part
+        check_figure_path(args.png)  # before the slow part
+    if args.user is not None and not _split(args.user):
+        raise UsageError(f"--user names no user token, got {args.user!r}")
     if args.user_features is not None and args.user is not None:
         raise UsageError("--user_features goes with --history (a new user); known users bring their own")
     features = None if args.user_features is None else _features(args.user_features)

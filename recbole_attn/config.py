@@ -250,9 +250,12 @@ class AttnConfig(Config):
         super()._init_device()
         if requested is not None:
             try:
-                self.final_config_dict["device"] = torch.device(str(requested))
-            except RuntimeError as error:
-                raise UsageError(f"invalid device {requested!r}: expected cpu, cuda or cuda:N") from error
+                device = torch.device(str(requested))
+            except RuntimeError:
+                device = None
+            if device is None or device.type not in ("cpu", "cuda"):
+                raise UsageError(f"invalid device {requested!r}: expected cpu, cuda or cuda:N")
+            self.final_config_dict["device"] = device
 
     def _validate_project_options(self, final: dict[str, Any]) -> None:
         for key, choices in {**PROJECT_CHOICES, **model_option_choices(self.model_class)}.items():

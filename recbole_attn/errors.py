@@ -1,8 +1,10 @@
 """The one error type for bad user input: the CLI turns it into exit code 2."""
 from __future__ import annotations
 
+import argparse
 import difflib
 from collections.abc import Iterable
+from typing import NoReturn
 
 
 class UsageError(ValueError):
@@ -12,6 +14,14 @@ class UsageError(ValueError):
 class RunFailed(RuntimeError):
     """A run that ended without a result (diverged, untestable), said in one
     line; the CLI exits with code 1."""
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """An argument parser that says a bad option in one ``error:`` line and
+    exits 2, like every other bad input, instead of printing its usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
 
 
 def choice_error(what: str, value: object, choices: Iterable[str]) -> UsageError:

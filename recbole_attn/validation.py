@@ -160,8 +160,26 @@ def interval(key: str, value: Any) -> None:
         raise _fail(key, value, "an interval such as '[5,inf)' or None")
 
 
+def choice(*choices: str) -> Check:
+    def check(key: str, value: Any) -> None:
+        check_choice(key, value, choices)
+    return check
+
+
+#: RecBole's True/False switches (its property files' booleans) that no
+#: check below covers; a word such as ``no`` would stay a string, which
+#: counts as true.
+RECBOLE_SWITCHES = ("use_gpu", "save_dataset", "save_dataloaders", "log_wandb", "shuffle", "require_pow",
+                    "enable_amp", "enable_scaler", "repeatable", "filter_inter_by_user_or_item", "kg_reverse_r")
+#: The optimizers RecBole's trainer builds; any other name silently becomes Adam.
+LEARNERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop", "sparse_adam")
+
 #: Checks of single keys; keys absent from the settings are not checked.
 KEY_CHECKS: dict[str, Check] = {
+    **{key: boolean for key in RECBOLE_SWITCHES},
+    "learner": lambda key, value: check_choice(key, value.lower() if isinstance(value, str) else value, LEARNERS),
+    # RecBole's KD_DAGFM eval()s this value to find its teacher network class
+    "teacher": choice("CrossNet", "CIN"),
     "epochs": integer(1),
     "stopping_step": integer(1),
     "eval_step": integer(1),
@@ -202,6 +220,26 @@ PATTERN_CHECKS: tuple[tuple[re.Pattern[str], Check], ...] = (
 )
 
 
+def check_metric_kinds(settings: Mapping[str, Any]) -> None:
+    """RecBole computes either ranking metrics (NDCG, GAUC ...) or value
+    metrics (AUC, LogLoss ...) in one run, and value metrics only on
+    labeled evaluation, not on full ranking."""
+    from recbole.evaluator.register import metric_types
+    from recbole.utils import EvaluatorType
+
+    names = [settings["metrics"]] if isinstance(settings["metrics"], str) else settings["metrics"]
+    value = [name for name in names if metric_types[name.lower()] == EvaluatorType.VALUE]
+    ranking = [name for name in names if name not in value]
+    if ranking and value:
+        raise UsageError(f"metrics mixes ranking metrics ({', '.join(ranking)}) and value metrics "
+                         f"({', '.join(value)}); RecBole computes one kind per run")
+    mode = (settings.get("eval_args") or {}).get("mode")
+    modes = list(mode.values()) if isinstance(mode, dict) else [mode]
+    if value and "full" in modes:
+        raise UsageError(f"metrics {', '.join(value)} score labeled pairs, not a full ranking; set eval_args "
+                         f"mode to labeled or use ranking metrics such as NDCG, Recall")
+
+
 def check_valid_metric(settings: Mapping[str, Any]) -> None:
     """``valid_metric`` must be one of the metrics the run computes: a
     ``metrics`` name with ``@k`` for a k in ``topk`` (ranking metrics), or
@@ -229,6 +267,8 @@ def validate_settings(settings: Mapping[str, Any]) -> None:
         )
         if check is not None:
             check(key, value)
+    if "metrics" in settings:
+        check_metric_kinds(settings)
     if "metrics" in settings and "topk" in settings:
         check_valid_metric(settings)
     hidden, heads = settings.get("hidden_size"), settings.get("n_heads")

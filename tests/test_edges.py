@@ -127,6 +127,16 @@ BAD_INPUTS = [
     ("user_features type", ["--user_features=5"], "user_features must be a list of user field names, got 5"),
     ("user_features twice", ["--user_features=[age,age]"], "user_features names 'age' more than once"),
     ("nproc", ["--nproc=0"], "nproc must be an integer > 0, got 0"),
+    ("teacher", ["--model=KD_DAGFM", f"--teacher={EVIL}"], "unknown teacher \"__import__('os')"),
+    ("learner", ["--learner=adamm"], "unknown learner 'adamm'. Did you mean 'adam'?"),
+    ("shuffle word", ["--shuffle=no"], "shuffle must be True or False, got 'no'"),
+    ("amp word", ["--enable_amp=off"], "enable_amp must be True or False, got 'off'"),
+    ("mixed metrics", ["--metrics=['Recall','AUC']", "--valid_metric=AUC"],
+     "metrics mixes ranking metrics (Recall) and value metrics (AUC)"),
+    ("value metric, full ranking", ["--metrics=AUC", "--valid_metric=AUC"],
+     "metrics AUC score labeled pairs, not a full ranking"),
+    ("device mps", ["--device=mps"], "invalid device 'mps': expected cpu, cuda or cuda:N"),
+    ("device meta", ["--device=meta"], "invalid device 'meta'"),
     ("empty dataset", ["--dataset="], "dataset name '' must be a plain name"),
     ("typo, strict", ["--learning_rat=0.1", "--strict_keys=True"], "unknown option 'learning_rat'"),
     ("malformed yaml", _bad_yaml, "bad.yaml' line 3"),
@@ -269,6 +279,19 @@ def test_a_checkpoint_that_does_not_fit_its_config_exits_2(trained, tmp_path, ca
     assert main(["recommend", "--checkpoint", str(bent), "--user", "1"]) == 2
     err = capsys.readouterr().err
     assert "does not fit this model's settings" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"model": "KD_DAGFM", "teacher": EVIL}, "unknown teacher"),  # RecBole's KD_DAGFM eval()s it
+    ({"data_path": None}, "names no data_path in its config"),
+    ({"data_path": 5}, "names no data_path in its config"),
+])
+def test_a_checkpoint_config_that_would_run_code_or_names_no_data_exits_2(changes, needle, trained, tmp_path,
+                                                                         capsys):
+    bad = _edited_checkpoint(trained["checkpoint"], tmp_path / "bad.pth", **changes)
+    assert main(["recommend", "--checkpoint", str(bad), "--user", "1"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1 and not (tmp_path / "marker").exists()
 
 
 def test_a_checkpoint_with_a_bad_stored_value_exits_2(trained, tmp_path, capsys):

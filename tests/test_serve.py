@@ -287,11 +287,30 @@ def test_cli_explain_prints_weights_and_draws(attnseq, capsys, tmp_path):
         (["recommend", "--checkpoint", "nope.pth", "--user", "1"], "nope.pth"),
         (["recommend", "--checkpoint", "{ckpt}", "--user", "no-such-user"], "no-such-user"),
         (["explain", "--checkpoint", "{ckpt}", "--history", ""], "empty"),
+        (["recommend", "--checkpoint", "{ckpt}", "--user", ","], "--user names no user token, got ','"),
+        (["explain", "--checkpoint", "{ckpt}", "--user", "1", "--png", "{tmp}/new/x.xyz"], "unknown format 'xyz'"),
+        (["explain", "--checkpoint", "{ckpt}", "--user", "1", "--png", "{tmp}/a_file/x.png"], "a_file is a file"),
+        (["export", "--checkpoint", "{ckpt}", "--out", "{tmp}/a_file/out"], "a_file is a file"),
     ],
 )
-def test_cli_bad_input_exits_2(attnseq, capsys, args, message):
-    code = main([arg.format(ckpt=attnseq["checkpoint"]) for arg in args])
-    assert code == 2 and message in capsys.readouterr().err
+def test_cli_bad_input_exits_2(attnseq, capsys, args, message, tmp_path):
+    if "--png" in args:
+        pytest.importorskip("matplotlib")
+    if args[0] == "export":
+        pytest.importorskip("onnx")
+    (tmp_path / "a_file").write_text("x")
+    code = main([arg.format(ckpt=attnseq["checkpoint"], tmp=tmp_path) for arg in args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file"]  # nothing half-written
+
+
+def test_cli_option_errors_are_one_line(attnseq, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["recommend", "--checkpoint", attnseq["checkpoint"], "-k", "abc"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("error: argument -k: invalid int value: 'abc'")
+    assert err.count("\n") == 1
 
 
 @pytest.fixture(scope="module")

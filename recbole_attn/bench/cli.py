@@ -11,7 +11,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from recbole_attn.errors import UsageError
+from recbole_attn.errors import OneLineArgumentParser, UsageError
 
 EPILOG = """\
 Any other --key=value is a RecBole/project config override applied to every
@@ -44,7 +44,7 @@ def parse_args(argv: Sequence[str], prog: str = "python -m recbole_attn.bench") 
     """The benchmark's own options, and the ``--key=value`` overrides left over."""
     from recbole_attn.bench.suite import DEFAULT_MODELS
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog=prog, allow_abbrev=False, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train and evaluate several models on one dataset under identical properties; "

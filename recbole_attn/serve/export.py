@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from recbole_attn.atomic import check_writable_dir
 from recbole_attn.errors import UsageError, check_choice
 from recbole_attn.serve.load import LoadedModel
 from recbole_attn.serve.queries import tail_windows
@@ -65,6 +66,7 @@ def export_model(loaded: LoadedModel, out_dir: str | os.PathLike, fmt: str = "on
     target = Path(out_dir)
     if target.exists():
         raise UsageError(f"export folder {str(target)!r} exists already; choose a new one")
+    check_writable_dir(target.parent, "export folder's parent")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
     try:

@@ -138,12 +138,12 @@ def load(
     path = Path(checkpoint)
     stored = load_checkpoint(path)
     settings = stored["config"]
+    for key in ("model", "dataset", *(() if data_path else ("data_path",))):
+        if not isinstance(settings.get(key), str) or not settings[key]:
+            raise UsageError(f"checkpoint {str(path)!r} names no {key} in its config")
     overrides = config_overrides(settings, data_path)
     if device is not None:
         overrides["device"] = str(device)
-    for key in ("model", "dataset"):
-        if not isinstance(settings.get(key), str):
-            raise UsageError(f"checkpoint {str(path)!r} names no {key} in its config")
     config = AttnConfig(get_model_class(settings["model"]), settings["dataset"], config_dict=overrides,
                         typed_config_dict=True)
     inter_file = Path(config["data_path"]) / f"{config['dataset']}.inter"

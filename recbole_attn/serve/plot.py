@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from recbole_attn.atomic import check_writable_dir
 from recbole_attn.errors import UsageError
 
 INSTALL_HINT = "pip install 'recbole-attn[plot]' (or pip install matplotlib)"
@@ -26,9 +27,22 @@ def require_matplotlib() -> None:
         raise UsageError(f"drawing a heatmap needs matplotlib, which is not installed: {INSTALL_HINT}") from None
 
 
+def check_figure_path(path: str | os.PathLike) -> None:
+    """Raise :class:`UsageError` unless matplotlib can draw to ``path``: a
+    format it knows by the suffix, in a folder that is or can be made."""
+    require_matplotlib()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    suffix = Path(path).suffix.lstrip(".").lower()
+    if suffix not in formats:
+        raise UsageError(f"figure {os.fspath(path)!r}: unknown format {suffix!r}. Valid choices: {', '.join(formats)}")
+    check_writable_dir(Path(path).parent, "figure folder")
+
+
 def plot_explanation(explanation: Any, path: str | os.PathLike) -> Path:
     """Draw ``explanation`` to ``path`` (format from its suffix, e.g. .png)."""
-    require_matplotlib()
+    check_figure_path(path)
     from matplotlib.figure import Figure
 
     n = len(explanation.items)
