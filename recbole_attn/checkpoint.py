@@ -232,7 +232,8 @@ class LastCheckpoint(TrainerHook):
         generator = _loader_generator(self.train_data)
         settings = training_settings(trainer.config.final_config_dict)
         if self._data_fingerprint is None:
-            self._data_fingerprint = data_fingerprint(getattr(self.train_data, "dataset", None))
+            self._data_fingerprint = getattr(trainer, "data_fingerprint", None) or \
+                data_fingerprint(getattr(self.train_data, "dataset", None))
         state = {
             "kind": "last",
             "config": plain_data(trainer.config.final_config_dict),

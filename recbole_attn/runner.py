@@ -21,6 +21,7 @@ from recbole.utils import get_trainer, init_seed
 from recbole_attn import distributed
 from recbole_attn.checkpoint import (
     LastCheckpoint,
+    data_fingerprint,
     find_last_checkpoint,
     last_checkpoint_path,
     load_checkpoint,
@@ -265,7 +266,9 @@ def _build_training(config: AttnConfig, train_data: Any, write_results: bool,
     # first = outermost: the last checkpoint is written outside the epoch clock
     hooks = [last, clock, *extra_hooks, *([ranks] if ranks else []),
              *([distributed.GatherMetrics()] if parallel else [])]
-    return _Training(build_trainer(config, recommender, hooks), clock, last, ranks)
+    trainer = build_trainer(config, recommender, hooks)
+    trainer.data_fingerprint = data_fingerprint(train_data.dataset)  # stored in the best-model file too
+    return _Training(trainer, clock, last, ranks)
 
 
 def _test(trainer: Any, test_data: Any | None) -> dict[str, Any] | None:

@@ -294,6 +294,22 @@ def test_a_checkpoint_config_that_would_run_code_or_names_no_data_exits_2(change
     assert needle in err and err.count("\n") == 1 and not (tmp_path / "marker").exists()
 
 
+def test_serving_refuses_other_or_broken_data_of_the_same_name(trained, tmp_path, capsys):
+    """``--data_path`` says where the data moved; data that changed is refused
+    (here the same users and items, histories reversed: the weights would load
+    and serve other items), and broken files are named, as in training."""
+    reversed_rows = [f"{u}\t{(u + t) % 40 + 1}\t1\t{5 - t}" for u in range(1, 31) for t in range(6)]
+    other = _write_dataset(tmp_path / "other", "edge", reversed_rows)
+    args = ["recommend", "--checkpoint", trained["checkpoint"], "--user", "1"]
+    assert main([*args, "--data_path", str(other)]) == 2
+    assert "was trained on other data than" in capsys.readouterr().err
+    broken = _write_dataset(tmp_path / "broken", "edge", [*_ROWS[:3], "1\t5\t1\tyesterday", *_ROWS[3:]])
+    assert main([*args, "--data_path", str(broken)]) == 2
+    assert "'yesterday' is not a number" in capsys.readouterr().err
+    assert main([*args, "--data_path", str(Path(trained["checkpoint"]).parent.parent)]) == 2  # no edge/ there
+    capsys.readouterr()
+
+
 def test_a_checkpoint_with_a_bad_stored_value_exits_2(trained, tmp_path, capsys):
     bad = _edited_checkpoint(trained["checkpoint"], tmp_path / "bad.pth", epochs=0)
     assert main(["recommend", "--checkpoint", str(bad), "--user", "1"]) == 2

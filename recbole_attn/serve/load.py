@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from recbole.data import create_dataset, data_preparation
 
-from recbole_attn.checkpoint import load_checkpoint, load_weights
+from recbole_attn.checkpoint import data_fingerprint, load_checkpoint, load_weights, same_data
 from recbole_attn.config import AttnConfig
+from recbole_attn.data.checks import check_dataset_files
 from recbole_attn.data.rows import seen_items, training_sequences
 from recbole_attn.errors import UsageError
 
@@ -153,8 +154,14 @@ def load(
             f"pass data_path=DIR (--data_path DIR) where DIR/{config['dataset']}/ holds the atomic files"
         )
 
+    check_dataset_files(config)
     dataset = create_dataset(config)
     loaders = data_preparation(config, dataset)
+    if not same_data(stored, data_fingerprint(loaders[0].dataset)):
+        raise UsageError(
+            f"checkpoint {str(path)!r} was trained on other data than {inter_file} (other users, items or "
+            f"training rows); pass data_path=DIR where DIR/{config['dataset']}/ holds the data it was trained on"
+        )
     model = config.model_class(config, loaders[0].dataset)
     load_weights(model, stored, path)
     model.to(config["device"]).eval()
