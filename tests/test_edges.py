@@ -158,6 +158,9 @@ BAD_INPUTS = [
      "column 'item_id:tokn' must be NAME:TYPE"),
     ("two per user", _data(_inter_rows(per_user=2)), "leaves validation empty"),
     ("one per user", _data(_inter_rows(per_user=1)), "leaves training empty"),
+    ("float_seq text", lambda tmp: [*_data([f"{row}\t1.0 2.5" for row in _ROWS[:5]] + [f"{_ROWS[5]}\t1.0 abc"],
+                                           f"{HEADER}\tvec:float_seq")(tmp), "--load_col=None"],
+     "column 'vec' line 7: '1.0 abc' is not a list of numbers separated by ' '"),
     ("no item column", _data(_ROWS, "user_id:token\tproduct:token\trating:float\ttimestamp:float"),
      "no 'item_id' column"),
 ]

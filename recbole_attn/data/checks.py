@@ -61,12 +61,20 @@ def _first_line(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0]) + 2
 
 
+def _text_for_numbers(cells: pd.Series) -> pd.Series:
+    """Per cell, whether it holds text where a number belongs (an empty cell
+    or ``nan`` is a missing value, which RecBole fills in)."""
+    stripped = cells.str.strip()
+    return pd.to_numeric(stripped, errors="coerce").isna() & (stripped != "") & (stripped.str.lower() != "nan")
+
+
 def check_atomic_file(path: Path, config: Any, source: str, required: Iterable[str] = ()) -> None:
     """Read ``path`` as RecBole will and raise one :class:`UsageError` naming
     the file, the column and the first bad line for: a malformed header or
-    row, text in a ``float`` column, a missing value in a ``required`` column.
+    row, text in a ``float`` or ``float_seq`` column, a missing value in a ``required`` column.
     Fully duplicated rows are counted in a warning."""
     separator, encoding = config["field_separator"] or "\t", config["encoding"] or "utf-8"
+    seq_separator = config["seq_separator"] or " "
     columns = _loaded_columns(config, source, typed_header(path, separator, encoding))
     if not columns:
         return
@@ -89,12 +97,19 @@ def check_atomic_file(path: Path, config: Any, source: str, required: Iterable[s
                     f"mean for a float and reorder histories"
                 )
         if kind == "float":
-            numbers = pd.to_numeric(stripped, errors="coerce").to_numpy(dtype=float)
-            bad = np.isnan(numbers) & (stripped != "").to_numpy() & (stripped.str.lower() != "nan").to_numpy()
+            bad = _text_for_numbers(frame[name]).to_numpy()
             if bad.any():
                 line = _first_line(bad)
                 raise UsageError(f"{path} column {name!r} line {line}: {cells[line - 2][:40]!r} is not a number "
                                  f"(the header declares {name}:float)")
+        if kind == "float_seq":
+            pieces = frame[name].str.split(seq_separator).explode()  # keeps each piece's row number
+            bad = np.zeros(len(frame), dtype=bool)
+            bad[pieces.index[_text_for_numbers(pieces).to_numpy()]] = True
+            if bad.any():
+                line = _first_line(bad)
+                raise UsageError(f"{path} column {name!r} line {line}: {cells[line - 2][:40]!r} is not a list of "
+                                 f"numbers separated by {seq_separator!r} (the header declares {name}:float_seq)")
     duplicated = int(frame.duplicated().sum())
     if duplicated:
         logger.warning(f"{path}: {duplicated} rows repeat an earlier row exactly; they are kept as given")
