@@ -114,7 +114,9 @@ def metrics(key: str, value: Any) -> None:
 
 
 _EVAL_MODE = re.compile(r"full|labeled|(uni|pop)[1-9][0-9]*")
-_SPLIT_LS = ("valid_and_test", "valid_only", "test_only")
+#: RecBole's ``valid_only`` and ``test_only`` leave the test or the validation
+#: split empty; a run here validates every epoch and tests the best.
+_SPLIT_LS = ("valid_and_test",)
 _ONE_INTERVAL = r"\s*[\[(]\s*-?(\d+(\.\d*)?|inf)\s*,\s*-?(\d+(\.\d*)?|inf)\s*[\])]\s*"
 _INTERVAL = re.compile(rf"^{_ONE_INTERVAL}(;{_ONE_INTERVAL})*$")  # RecBole joins several with ';'
 
@@ -133,8 +135,8 @@ def eval_args(key: str, value: Any) -> None:
         len(split["RS"]) == 3 and all(_is_number(r) and r >= 0 for r in split["RS"]) and sum(split["RS"]) > 0
     loo_ok = isinstance(split, dict) and list(split) == ["LS"] and split["LS"] in _SPLIT_LS
     if split is not None and not (ratios_ok or loo_ok):
-        raise _fail(f"{key} split", split, f"{{'RS': [train, valid, test ratios]}} or {{'LS': one of "
-                                           f"{', '.join(_SPLIT_LS)}}}")
+        raise _fail(f"{key} split", split, "{'RS': [train, valid, test ratios]} or {'LS': 'valid_and_test'} "
+                                           "(a run validates every epoch and tests the best one)")
     if value.get("order") is not None:
         check_choice(f"{key} order", value["order"], ("RO", "TO"))
     if value.get("group_by") is not None:

@@ -106,6 +106,8 @@ BAD_INPUTS = [
     ("eval_args", ["--eval_args=5"], "eval_args must be a dict"),
     ("eval_args mode", ["--eval_args={'mode':'uni'}"], "eval_args mode must be full, labeled, uniN or popN"),
     ("eval_args split", ["--eval_args={'split':{'RS':[0.8,0.1]}}"], "eval_args split must be"),
+    ("eval_args valid_only", ["--eval_args={'split':{'LS':'valid_only'}}"],
+     "{'LS': 'valid_and_test'} (a run validates every epoch and tests the best one), got {'LS': 'valid_only'}"),
     ("eval_args order", ["--eval_args={'order':'XX'}"], "unknown eval_args order 'XX'"),
     ("random order", ["--eval_args={'order':'RO'}"], "eval_args order 'RO' does not fit a sequential model"),
     ("eval_args part", ["--eval_args={'modes':'full'}"], "eval_args has unknown part 'modes'"),
