@@ -346,21 +346,20 @@ def _best_model_file(state: dict[str, Any], path: str) -> str:
     raise UsageError(f"the best-model checkpoint {recorded} that {path} refers to is missing")
 
 
-def resume_training(trainer: Any, path: str | os.PathLike, train_data: Any) -> dict[str, Any]:
-    """Put ``trainer`` (and the RNGs, and ``train_data``'s shuffling) back in
-    the state saved in the last checkpoint ``path``; ``trainer.fit`` then goes
-    on with the next epoch. Returns the checkpoint (``extra``, ``finished``)."""
-    path = os.fspath(path)
-    state = load_checkpoint(path, map_location=trainer.device)
+def check_resumable(state: dict[str, Any], path: str, config: Any, train_data: Any) -> None:
+    """Raise :class:`UsageError` unless a run of ``config`` on ``train_data``
+    may go on from the last checkpoint ``state`` (read from ``path``): the
+    same model, dataset, training settings and data, within the epoch cap
+    and time budget. The runner calls it before the trainer makes any folder."""
     if state.get("kind") != "last":  # RecBole's own checkpoints miss the RNG and loader states too
         raise UsageError(f"{path} is a best-model checkpoint; resume from the *{LAST_SUFFIX} file beside it")
     for key in ("model", "dataset"):
-        if str(state["config"].get(key)) != str(trainer.config[key]):
+        if str(state["config"].get(key)) != str(config[key]):
             raise UsageError(
                 f"checkpoint {path} was trained with {key}={state['config'].get(key)}, "
-                f"this run has {key}={trainer.config[key]}"
+                f"this run has {key}={config[key]}"
             )
-    current = training_settings(trainer.config.final_config_dict)
+    current = training_settings(config.final_config_dict)
     if _fingerprint_of(state) != settings_fingerprint(current):
         differing = differing_settings(training_settings(state["config"]), current)
         raise UsageError(
@@ -369,13 +368,22 @@ def resume_training(trainer: Any, path: str | os.PathLike, train_data: Any) -> d
         )
     if not same_data(state, data_fingerprint(getattr(train_data, "dataset", None))):
         raise UsageError(
-            f"checkpoint {path} was trained on other data named {trainer.config['dataset']!r} (other users, items "
-            f"or training rows than in data_path={trainer.config['data_path']}); point data_path at the data it "
+            f"checkpoint {path} was trained on other data named {config['dataset']!r} (other users, items "
+            f"or training rows than in data_path={config['data_path']}); point data_path at the data it "
             f"was trained on, or start afresh without --resume"
         )
-    obstacle = resume_obstacle(state, trainer.config["epochs"], trainer.config["time_budget"])
+    obstacle = resume_obstacle(state, config["epochs"], config["time_budget"])
     if obstacle:
         raise UsageError(f"cannot go on from checkpoint {path}: {obstacle}; start afresh without --resume")
+
+
+def resume_training(trainer: Any, path: str | os.PathLike, train_data: Any) -> dict[str, Any]:
+    """Put ``trainer`` (and the RNGs, and ``train_data``'s shuffling) back in
+    the state saved in the last checkpoint ``path``; ``trainer.fit`` then goes
+    on with the next epoch. Returns the checkpoint (``extra``, ``finished``)."""
+    path = os.fspath(path)
+    state = load_checkpoint(path, map_location=trainer.device)
+    check_resumable(state, path, trainer.config, train_data)
     load_weights(trainer.model, state, path, optimizer=trainer.optimizer)
     trainer.saved_model_file = _best_model_file(state, path)
     trainer.start_epoch = state["epoch"] + 1

@@ -21,6 +21,7 @@ from recbole.utils import get_trainer, init_seed
 from recbole_attn import distributed
 from recbole_attn.checkpoint import (
     LastCheckpoint,
+    check_resumable,
     data_fingerprint,
     find_last_checkpoint,
     last_checkpoint_path,
@@ -148,10 +149,12 @@ def _experiment(
     splits = _load_splits(config, test)
     data_seconds = time.perf_counter() - began
 
+    resume_file = distributed.from_rank_zero(_resume_file(config, splits.train.dataset))
+    if resume_file:  # a checkpoint of another run fails here, before the trainer makes folders
+        check_resumable(load_checkpoint(resume_file), resume_file, config, splits.train)
     init_seed(config["seed"] + distributed.rank(), config["reproducibility"])  # RecBole: + local_rank, per machine
     training = _build_training(config, splits.train, write_results, extra_hooks)
     trainer, clock = training.trainer, training.clock
-    resume_file = distributed.from_rank_zero(_resume_file(config, splits.train.dataset))
     finished = _resume(training, resume_file, splits.train) if resume_file else False
 
     fit_began = time.perf_counter()

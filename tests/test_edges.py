@@ -353,6 +353,14 @@ def test_resume_skips_or_refuses_a_checkpoint_of_other_settings(trained, edge_ro
     assert same["resumed_from"] == trained["last_checkpoint"]  # epochs may change on resume
 
 
+def test_a_checkpoint_of_another_run_is_refused_before_anything_is_written(trained, edge_root, tmp_path, capsys):
+    args = _good_args(edge_root, tmp_path, ["--learning_rate=0.01", f"--resume={trained['last_checkpoint']}"])
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "other settings (learning_rate: 0.001 -> 0.01)" in err and err.count("\n") == 1
+    assert not (tmp_path / "saved").exists() and not (tmp_path / "results").exists()
+
+
 def test_resume_goes_on_past_a_smaller_cap_and_never_from_past_the_cap(edge_root, tmp_path, caplog, monkeypatch):
     """A run the epoch cap ended goes on under a larger cap; a checkpoint
     trained past the cap is never tested as if it were this run's."""
