@@ -64,7 +64,15 @@ def parse_values(settings: dict[str, Any]) -> dict[str, Any]:
 
 class SafeYamlLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` (no Python tags) that reads ``1e-8`` as a float,
-    as RecBole's own loader does (plain YAML 1.1 needs ``1.0e-8``)."""
+    as RecBole's own loader does (plain YAML 1.1 needs ``1.0e-8``), and
+    refuses aliases: a few lines of nested ``*refs`` expand to billions of
+    values once the settings are copied or logged."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in property files",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
 
 
 SafeYamlLoader.add_implicit_resolver(

@@ -62,6 +62,15 @@ def _bad_yaml(tmp: Path) -> list[str]:
     return [f"--config_files={path}"]
 
 
+def _yaml_bomb(tmp: Path) -> list[str]:
+    """Nine lines whose aliases expand to 9**9 values."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    path = tmp / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return [f"--config_files={path}"]
+
+
 def _under_a_file(key: str):
     def args(tmp: Path) -> list[str]:
         (tmp / "plain_file").write_text("x")
@@ -142,6 +151,7 @@ BAD_INPUTS = [
     ("empty dataset", ["--dataset="], "dataset name '' must be a plain name"),
     ("typo, strict", ["--learning_rat=0.1", "--strict_keys=True"], "unknown option 'learning_rat'"),
     ("malformed yaml", _bad_yaml, "bad.yaml' line 3"),
+    ("yaml aliases", _yaml_bomb, "bomb.yaml' line 2: aliases (*name) are not allowed in property files"),
     ("missing yaml", lambda tmp: [f"--config_files={tmp / 'nope.yaml'}"], "nope.yaml"),
     ("dataset path", ["--dataset=d/../../x"], "dataset name 'd/../../x' must be a plain name"),
     ("model path", ["--model=../AttnSeq"], "model name '../AttnSeq' must be a plain name"),
