@@ -173,6 +173,9 @@ BAD_INPUTS = [
     ("float_seq text", lambda tmp: [*_data([f"{row}\t1.0 2.5" for row in _ROWS[:5]] + [f"{_ROWS[5]}\t1.0 abc"],
                                            f"{HEADER}\tvec:float_seq")(tmp), "--load_col=None"],
      "column 'vec' line 7: '1.0 abc' is not a list of numbers separated by ' '"),
+    ("separator regex", lambda tmp: [*_data([row.replace("\t", "((") for row in _ROWS],
+                                            HEADER.replace("\t", "(("))(tmp), "--field_separator=(("],
+     "field_separator '((': RecBole reads a separator longer than one character as a regular expression"),
     ("no item column", _data(_ROWS, "user_id:token\tproduct:token\trating:float\ttimestamp:float"),
      "no 'item_id' column"),
 ]

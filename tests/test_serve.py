@@ -381,6 +381,8 @@ def test_cli_serves_a_new_user_with_features(with_user, capsys):
     assert capsys.readouterr().out != with_features  # the features change the ranking's scores
     assert main([*base, "--user_features", "age"]) == 2
     assert "--user_features must be FIELD=TOKEN pairs" in capsys.readouterr().err
+    assert main([*base, "--user_features", "age=24,age=30"]) == 2
+    assert "--user_features names 'age' more than once" in capsys.readouterr().err
     assert main(["recommend", "--checkpoint", checkpoint, "--user", "1", "--user_features", "age=24"]) == 2
     assert "goes with --history" in capsys.readouterr().err
     explain_new = ["explain", "--checkpoint", checkpoint, "--history", "50,172"]

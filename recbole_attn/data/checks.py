@@ -4,6 +4,7 @@ first bad line, not in a download attempt or a pandas traceback."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,9 @@ def check_atomic_file(path: Path, config: Any, source: str, required: Iterable[s
     try:  # every column, so that a row with too many fields fails here as it does in RecBole
         frame = pd.read_csv(path, sep=separator, header=0, dtype=str, keep_default_na=False, encoding=encoding,
                             engine="c" if len(separator) == 1 else "python")  # RecBole: a longer one is a regex
+    except re.error as error:
+        raise UsageError(f"field_separator {separator!r}: RecBole reads a separator longer than one character "
+                         f"as a regular expression, and this one is not valid ({error})") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
         raise UsageError(f"{path}: cannot be read ({' '.join(str(error).split())[:200]})") from None
     frame = frame[[f"{name}:{kind}" for name, kind in columns]].fillna("")
