@@ -26,7 +26,7 @@ def wait_for(path: Path, seconds: float) -> bool:
 
 
 def test_worker_ends_when_its_pipe_closes():
-    code = "import sys, time; from recbole_attn.bench import worker; worker.stop_when_closed(sys.stdin.buffer); " \
+    code = "import sys, time; from recbole_attn.bench import worker; worker.stop_when_closed(sys.stdin.fileno()); " \
            "print('ready', flush=True); time.sleep(300)"
     process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
@@ -38,6 +38,20 @@ def test_worker_ends_when_its_pipe_closes():
         process.stdin.close()
         assert process.wait(timeout=60) == -signal.SIGTERM
     finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_worker_that_finishes_exits_cleanly_while_its_pipe_is_open():
+    """The watcher must not hold a lock the interpreter needs at exit (it
+    aborted every finished worker with SIGABRT and a fatal error)."""
+    code = "import sys; from recbole_attn.bench import worker; worker.stop_when_closed(sys.stdin.fileno())"
+    process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        err = process.stderr.read()
+        assert process.wait(timeout=60) == 0 and err == b""
+    finally:
+        process.stdin.close()
         process.kill()
         process.wait()
 

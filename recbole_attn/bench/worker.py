@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 import threading
-from typing import BinaryIO
 
 from recbole_attn.bench.measure import run_row
 from recbole_attn.results import write_json_atomic
@@ -20,10 +19,13 @@ from recbole_attn.results import write_json_atomic
 STOP_WITH_PARENT = "--stop-with-parent"
 
 
-def stop_when_closed(pipe: BinaryIO) -> threading.Thread:
-    """End this process with SIGTERM (as if killed) once ``pipe`` reaches end of file."""
+def stop_when_closed(fd: int) -> threading.Thread:
+    """End this process with SIGTERM (as if killed) once the pipe ``fd``
+    reaches end of file. It reads the raw descriptor: a thread blocked in
+    ``sys.stdin.buffer.read`` holds the buffer's lock, and the interpreter
+    aborts (SIGABRT) when it cannot take that lock at exit."""
     def watch() -> None:
-        while pipe.read(4096):  # the benchmark never writes; anything sent is ignored
+        while os.read(fd, 4096):  # the benchmark never writes; anything sent is ignored
             pass
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -35,7 +37,7 @@ def stop_when_closed(pipe: BinaryIO) -> threading.Thread:
 def main(argv: list[str]) -> int:
     spec_file, row_file, *flags = argv
     if flags == [STOP_WITH_PARENT]:
-        stop_when_closed(sys.stdin.buffer)
+        stop_when_closed(sys.stdin.fileno())
     elif flags:
         raise SystemExit(f"unknown worker flags {flags}; the one flag is {STOP_WITH_PARENT}")
     with open(spec_file) as source:
