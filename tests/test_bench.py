@@ -515,7 +515,7 @@ def test_a_difference_over_fewer_seeds_than_the_mean_names_them(tmp_path, capsys
     assert main([f"--merge={first},{second}", f"--output_dir={tmp_path / 'merged'}"]) == 0
     [markdown] = (tmp_path / "merged").glob("*.md")
     [line] = [line for line in markdown.read_text().splitlines() if line.startswith("| GRU4Rec | defaults | 2 |")]
-    assert "(seeds 1) |" in line
+    assert "(seed 1) |" in line
 
 
 def test_a_difference_over_fewer_seeds_than_the_references_mean_names_them(tmp_path, capsys):
@@ -524,7 +524,7 @@ def test_a_difference_over_fewer_seeds_than_the_references_mean_names_them(tmp_p
     assert main([f"--merge={first},{second}", f"--output_dir={tmp_path / 'merged'}"]) == 0
     [markdown] = (tmp_path / "merged").glob("*.md")
     [line] = [line for line in markdown.read_text().splitlines() if line.startswith("| GRU4Rec | defaults | 1 |")]
-    assert "(seeds 1) |" in line
+    assert "(seed 1) |" in line
 
 
 def test_the_settings_column_names_the_files_and_settings_each_model_ran_with(tmp_path, capsys):

@@ -270,7 +270,8 @@ def summary_table(record: dict[str, Any]) -> str:
         compared = found.get(label)
         difference, p_value = format_comparison(compared, reference, label)
         if compared and len(compared["seeds"]) < max(len(done), reference_runs):  # not every mean's seed pairs
-            difference += f" (seeds {', '.join(str(seed) for seed in compared['seeds'])})"
+            paired = compared["seeds"]
+            difference += f" ({'seed' if len(paired) == 1 else 'seeds'} {', '.join(map(str, paired))})"
         settings = (record.get("tuning") or {}).get(label, {}).get("best") or rows[0].get("settings")
         ran_with = [word for word in run_settings.settings_words(run_settings.row_settings(record, rows[0]))
                     if word.partition("=")[0] not in PROTOCOL_KEYS  # those head the document
