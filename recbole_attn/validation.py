@@ -88,8 +88,12 @@ def topk(key: str, value: Any) -> None:
         raise _fail(key, value, "an integer >= 1 or a list of them, e.g. [5,10]")
 
 
-def log_level(key: str, value: Any) -> None:
-    check_choice(key, str(value).lower() if isinstance(value, str) else value, LOG_LEVELS)
+def choice(*choices: str, any_case: bool = False) -> Check:
+    """One of ``choices``; with ``any_case``, in any letter case (RecBole
+    lower-cases the value itself)."""
+    def check(key: str, value: Any) -> None:
+        check_choice(key, value.lower() if any_case and isinstance(value, str) else value, choices)
+    return check
 
 
 def metric_names() -> dict[str, bool]:
@@ -162,12 +166,6 @@ def interval(key: str, value: Any) -> None:
         raise _fail(key, value, "an interval such as '[5,inf)' or None")
 
 
-def choice(*choices: str) -> Check:
-    def check(key: str, value: Any) -> None:
-        check_choice(key, value, choices)
-    return check
-
-
 #: RecBole's True/False switches (its property files' booleans) that no
 #: check below covers; a word such as ``no`` would stay a string, which
 #: counts as true.
@@ -179,7 +177,7 @@ LEARNERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop", "sparse_adam")
 #: Checks of single keys; keys absent from the settings are not checked.
 KEY_CHECKS: dict[str, Check] = {
     **{key: boolean for key in RECBOLE_SWITCHES},
-    "learner": lambda key, value: check_choice(key, value.lower() if isinstance(value, str) else value, LEARNERS),
+    "learner": choice(*LEARNERS, any_case=True),
     # RecBole's KD_DAGFM eval()s this value to find its teacher network class
     "teacher": choice("CrossNet", "CIN"),
     "epochs": integer(1),
@@ -201,7 +199,7 @@ KEY_CHECKS: dict[str, Check] = {
     "save_user_ranks": boolean,
     "item_init_freeze": boolean,
     "user_features": field_names,
-    "state": log_level,
+    "state": choice(*LOG_LEVELS, any_case=True),
     "checkpoint_dir": text,
     "output_dir": text,
     "eval_args": eval_args,
