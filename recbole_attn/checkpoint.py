@@ -195,14 +195,16 @@ class LastCheckpoint(TrainerHook):
     curve). It writes to :attr:`path`: beside the best-model file, or the
     file a resumed run goes on from."""
 
-    def __init__(self, train_data: Any, extra: Callable[[], dict[str, Any]] = dict) -> None:
+    def __init__(self, train_data: Any, extra: Callable[[], dict[str, Any]] = dict,
+                 data_hash: str | None = None) -> None:
         self.train_data, self.extra = train_data, extra
+        # the training data's fingerprint (computed here unless the caller has it already)
+        self.data_hash = data_hash or data_fingerprint(getattr(train_data, "dataset", None))
         self.trainer: Any = None
         self.resumed_path: str | None = None  # set when the run goes on from a last checkpoint
         self.current_epoch: int | None = None  # epoch being trained
         self.last_epoch: int | None = None  # last epoch whose training finished
         self.saved_epoch: int | None = None
-        self._data_fingerprint: str | None = None
 
     @property
     def path(self) -> str:
@@ -231,14 +233,11 @@ class LastCheckpoint(TrainerHook):
             return
         generator = _loader_generator(self.train_data)
         settings = training_settings(trainer.config.final_config_dict)
-        if self._data_fingerprint is None:
-            self._data_fingerprint = getattr(trainer, "data_fingerprint", None) or \
-                data_fingerprint(getattr(self.train_data, "dataset", None))
         state = {
             "kind": "last",
             "config": plain_data(trainer.config.final_config_dict),
             "fingerprint": settings_fingerprint(settings),
-            "data_fingerprint": self._data_fingerprint,
+            "data_fingerprint": self.data_hash,
             "epoch": self.last_epoch,
             "finished": finished,
             "cur_step": trainer.cur_step,
@@ -260,14 +259,14 @@ class LastCheckpoint(TrainerHook):
 
 # ----------------------------------------------------------------------------- resuming
 
-def find_last_checkpoint(checkpoint_dir: str | os.PathLike, config: Any, data: Any = None) -> str | None:
+def find_last_checkpoint(checkpoint_dir: str | os.PathLike, config: Any, data_hash: str | None = None) -> str | None:
     """Newest ``*-last.pth`` in ``checkpoint_dir`` written by a run with the
-    same training settings as ``config`` (``resume=auto``) on the same
-    training data ``data`` (when given). Files of another model or dataset
-    are not candidates; unreadable files and checkpoints of other settings
-    or data are skipped with a warning naming them."""
+    same training settings as ``config`` (``resume=auto``) on the training
+    data whose :func:`data_fingerprint` is ``data_hash`` (when given). Files
+    of another model or dataset are not candidates; unreadable files and
+    checkpoints of other settings or data are skipped with a warning naming
+    them."""
     model, dataset = config["model"], config["dataset"]
-    data_wanted = data_fingerprint(data) if data is not None else None
     current = training_settings(config.final_config_dict)
     wanted = settings_fingerprint(current)
     candidates = sorted(Path(checkpoint_dir).glob(f"{model}-*{LAST_SUFFIX}"), key=lambda p: p.stat().st_mtime)
@@ -284,7 +283,7 @@ def find_last_checkpoint(checkpoint_dir: str | os.PathLike, config: Any, data: A
             logger.warning(f"resume=auto: skipping {path}: it was trained with other settings "
                            f"({'; '.join(differing[:3]) or 'unknown'})")
             continue
-        if not same_data(stored, data_wanted):
+        if not same_data(stored, data_hash):
             logger.warning(f"resume=auto: skipping {path}: it was trained on other data named {dataset!r}")
             continue
         obstacle = resume_obstacle(stored, config["epochs"], config["time_budget"])
@@ -346,11 +345,12 @@ def _best_model_file(state: dict[str, Any], path: str) -> str:
     raise UsageError(f"the best-model checkpoint {recorded} that {path} refers to is missing")
 
 
-def check_resumable(state: dict[str, Any], path: str, config: Any, train_data: Any) -> None:
-    """Raise :class:`UsageError` unless a run of ``config`` on ``train_data``
-    may go on from the last checkpoint ``state`` (read from ``path``): the
-    same model, dataset, training settings and data, within the epoch cap
-    and time budget. The runner calls it before the trainer makes any folder."""
+def check_resumable(state: dict[str, Any], path: str, config: Any, data_hash: str | None) -> None:
+    """Raise :class:`UsageError` unless a run of ``config`` on the training
+    data whose :func:`data_fingerprint` is ``data_hash`` may go on from the
+    last checkpoint ``state`` (read from ``path``): the same model, dataset,
+    training settings and data, within the epoch cap and time budget. The
+    runner calls it before the trainer makes any folder."""
     if state.get("kind") != "last":  # RecBole's own checkpoints miss the RNG and loader states too
         raise UsageError(f"{path} is a best-model checkpoint; resume from the *{LAST_SUFFIX} file beside it")
     for key in ("model", "dataset"):
@@ -366,7 +366,7 @@ def check_resumable(state: dict[str, Any], path: str, config: Any, train_data: A
             f"checkpoint {path} was trained with other settings ({'; '.join(differing[:8]) or 'unknown'}); "
             f"pass the same options as that run, or start afresh without --resume"
         )
-    if not same_data(state, data_fingerprint(getattr(train_data, "dataset", None))):
+    if not same_data(state, data_hash):
         raise UsageError(
             f"checkpoint {path} was trained on other data named {config['dataset']!r} (other users, items "
             f"or training rows than in data_path={config['data_path']}); point data_path at the data it "
@@ -377,13 +377,11 @@ def check_resumable(state: dict[str, Any], path: str, config: Any, train_data: A
         raise UsageError(f"cannot go on from checkpoint {path}: {obstacle}; start afresh without --resume")
 
 
-def resume_training(trainer: Any, path: str | os.PathLike, train_data: Any) -> dict[str, Any]:
+def resume_training(trainer: Any, state: dict[str, Any], path: str, train_data: Any) -> None:
     """Put ``trainer`` (and the RNGs, and ``train_data``'s shuffling) back in
-    the state saved in the last checkpoint ``path``; ``trainer.fit`` then goes
-    on with the next epoch. Returns the checkpoint (``extra``, ``finished``)."""
-    path = os.fspath(path)
-    state = load_checkpoint(path, map_location=trainer.device)
-    check_resumable(state, path, trainer.config, train_data)
+    ``state``, the last checkpoint read from ``path`` (on the CPU) and passed
+    by :func:`check_resumable`; ``trainer.fit`` then goes on with the next
+    epoch."""
     load_weights(trainer.model, state, path, optimizer=trainer.optimizer)
     trainer.saved_model_file = _best_model_file(state, path)
     trainer.start_epoch = state["epoch"] + 1
@@ -397,4 +395,3 @@ def resume_training(trainer: Any, path: str | os.PathLike, train_data: Any) -> d
     if generator is not None and state["loader_rng"] is not None:
         generator.set_state(state["loader_rng"])
     trainer.logger.info(f"Resumed from {path}: epoch {state['epoch']} done, best so far {state['best_valid_score']}")
-    return state

@@ -149,13 +149,15 @@ def _experiment(
     splits = _load_splits(config, test)
     data_seconds = time.perf_counter() - began
 
-    resume_file = distributed.from_rank_zero(_resume_file(config, splits.train.dataset))
-    if resume_file:  # a checkpoint of another run fails here, before the trainer makes folders
-        check_resumable(load_checkpoint(resume_file), resume_file, config, splits.train)
+    data_hash = data_fingerprint(splits.train.dataset)
+    resume_file = distributed.from_rank_zero(_resume_file(config, data_hash))
+    resume = (resume_file, load_checkpoint(resume_file)) if resume_file else None
+    if resume:  # a checkpoint of another run fails here, before the trainer makes folders
+        check_resumable(resume[1], resume[0], config, data_hash)
     init_seed(config["seed"] + distributed.rank(), config["reproducibility"])  # RecBole: + local_rank, per machine
-    training = _build_training(config, splits.train, write_results, extra_hooks)
+    training = _build_training(config, splits.train, write_results, extra_hooks, data_hash)
     trainer, clock = training.trainer, training.clock
-    finished = _resume(training, resume_file, splits.train) if resume_file else False
+    finished = _resume(training, *resume, splits.train) if resume else False
 
     fit_began = time.perf_counter()
     stopped_by_budget = clock.budget_cut if finished else _fit(training, splits)
@@ -252,17 +254,18 @@ class _Training:
 
 
 def _build_training(config: AttnConfig, train_data: Any, write_results: bool,
-                    extra_hooks: Sequence[TrainerHook]) -> _Training:
+                    extra_hooks: Sequence[TrainerHook], data_hash: str | None) -> _Training:
     """The model (item table initialised, on its device) and a trainer with
     the run's hooks: last checkpoint, epoch clock, the caller's, per-user
-    ranks, and metric gathering across processes."""
+    ranks, and metric gathering across processes. Both checkpoint files
+    record ``data_hash``, the training data's fingerprint."""
     recommender = config.model_class(config, train_data.dataset)
     initialize_item_table(recommender, config, train_data.dataset)
     recommender = recommender.to(config["device"])
     logger.info(recommender)
     parallel = not config["single_spec"]
     clock = EpochClock(config["time_budget"])
-    last = LastCheckpoint(train_data, extra=lambda: {"curve": clock.curve})
+    last = LastCheckpoint(train_data, extra=lambda: {"curve": clock.curve}, data_hash=data_hash)
     ranks = UserRanks() if config["save_user_ranks"] and write_results and not parallel else None
     if config["save_user_ranks"] and parallel:
         logger.warning("save_user_ranks: per-user ranks are not saved for multi-process runs")
@@ -270,7 +273,7 @@ def _build_training(config: AttnConfig, train_data: Any, write_results: bool,
     hooks = [last, clock, *extra_hooks, *([ranks] if ranks else []),
              *([distributed.GatherMetrics()] if parallel else [])]
     trainer = build_trainer(config, recommender, hooks)
-    trainer.data_fingerprint = data_fingerprint(train_data.dataset)  # stored in the best-model file too
+    trainer.data_fingerprint = data_hash  # the best-model file's (compat's _save_plain_checkpoint)
     return _Training(trainer, clock, last, ranks)
 
 
@@ -285,11 +288,11 @@ def _test(trainer: Any, test_data: Any | None) -> dict[str, Any] | None:
     return result
 
 
-def _resume(training: _Training, resume_file: str, train_data: Any) -> bool:
-    """Load the interrupted run's state into the trainer and its clock;
-    returns whether that run had already finished training."""
+def _resume(training: _Training, resume_file: str, state: dict[str, Any], train_data: Any) -> bool:
+    """Load the interrupted run's checked ``state`` into the trainer and its
+    clock; returns whether that run had already finished training."""
     trainer = training.trainer
-    state = resume_training(trainer, resume_file, train_data)
+    resume_training(trainer, state, resume_file, train_data)
     training.clock.carry_on(state["extra"].get("curve", []))
     training.last.resumed_path = resume_file
     return training_is_over(state, trainer.epochs, trainer.stopping_step)
@@ -382,15 +385,15 @@ def _create_dataset(config: AttnConfig) -> Any:
     return data
 
 
-def _resume_file(config: AttnConfig, train_dataset: Any) -> str | None:
+def _resume_file(config: AttnConfig, data_hash: str | None) -> str | None:
     """``resume``: a last-checkpoint path, or ``auto`` for the newest one of
-    this model and dataset, trained on ``train_dataset``, in
-    ``checkpoint_dir`` (none found: start afresh)."""
+    this model and dataset, trained on the data whose fingerprint is
+    ``data_hash``, in ``checkpoint_dir`` (none found: start afresh)."""
     resume = config["resume"]
     if resume in (None, "", False):
         return None
     if str(resume).lower() == "auto":
-        found = find_last_checkpoint(config["checkpoint_dir"], config, train_dataset)
+        found = find_last_checkpoint(config["checkpoint_dir"], config, data_hash)
         logger.info(f"resume=auto: {found or 'no last checkpoint found, starting afresh'}")
         return found
     return str(resume)
