@@ -62,11 +62,16 @@ def _first_line(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0]) + 2
 
 
-def _text_for_numbers(cells: pd.Series) -> pd.Series:
-    """Per cell, whether it holds text where a number belongs (an empty cell
-    or ``nan`` is a missing value, which RecBole fills in)."""
-    stripped = cells.str.strip()
-    return pd.to_numeric(stripped, errors="coerce").isna() & (stripped != "") & (stripped.str.lower() != "nan")
+def _text_for_numbers(cells: pd.Series, separator: str | None = None) -> np.ndarray:
+    """Per cell, whether it holds text where a number belongs (with
+    ``separator``: in any of its pieces). An empty piece or ``nan`` is a
+    missing value, which RecBole fills in."""
+    pieces = cells.str.split(separator).explode() if separator is not None else cells  # index: the cell's row
+    stripped = pieces.str.strip()
+    text = pd.to_numeric(stripped, errors="coerce").isna() & (stripped != "") & (stripped.str.lower() != "nan")
+    bad = np.zeros(len(cells), dtype=bool)
+    bad[pieces.index[text.to_numpy()]] = True
+    return bad
 
 
 def check_atomic_file(path: Path, config: Any, source: str, required: Iterable[str] = ()) -> None:
@@ -100,20 +105,13 @@ def check_atomic_file(path: Path, config: Any, source: str, required: Iterable[s
                     f"{_first_line(missing)}); remove them or fill them in, RecBole would fill in the column "
                     f"mean for a float and reorder histories"
                 )
-        if kind == "float":
-            bad = _text_for_numbers(frame[name]).to_numpy()
+        if kind in ("float", "float_seq"):
+            bad = _text_for_numbers(frame[name], seq_separator if kind == "float_seq" else None)
             if bad.any():
                 line = _first_line(bad)
-                raise UsageError(f"{path} column {name!r} line {line}: {cells[line - 2][:40]!r} is not a number "
-                                 f"(the header declares {name}:float)")
-        if kind == "float_seq":
-            pieces = frame[name].str.split(seq_separator).explode()  # keeps each piece's row number
-            bad = np.zeros(len(frame), dtype=bool)
-            bad[pieces.index[_text_for_numbers(pieces).to_numpy()]] = True
-            if bad.any():
-                line = _first_line(bad)
-                raise UsageError(f"{path} column {name!r} line {line}: {cells[line - 2][:40]!r} is not a list of "
-                                 f"numbers separated by {seq_separator!r} (the header declares {name}:float_seq)")
+                what = "a number" if kind == "float" else f"a list of numbers separated by {seq_separator!r}"
+                raise UsageError(f"{path} column {name!r} line {line}: {cells[line - 2][:40]!r} is not {what} "
+                                 f"(the header declares {name}:{kind})")
     duplicated = int(frame.duplicated().sum())
     if duplicated:
         logger.warning(f"{path}: {duplicated} rows repeat an earlier row exactly; they are kept as given")
