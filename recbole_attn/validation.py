@@ -194,6 +194,8 @@ KEY_CHECKS: dict[str, Check] = {
     "metrics": metrics,
     "reproducibility": boolean,
     "show_progress": boolean,
+    "valid_metric_bigger": boolean,
+    "compile": boolean,
     "filter_seen": boolean,
     "strict_keys": boolean,
     "save_user_ranks": boolean,

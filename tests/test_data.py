@@ -117,6 +117,23 @@ def test_seen_filter_marks_exactly_the_earlier_items(ml100k_split):
             loader.collate_fn = loader.collate_fn.collate_fn
 
 
+def test_seen_filter_keeps_every_validation_item_of_a_random_split(ml100k_root):
+    config = AttnConfig("AttnSeq", "ml-100k", config_dict={
+        "data_path": str(ml100k_root), "state": "WARNING", "MAX_ITEM_LIST_LENGTH": 20,
+        "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "TO", "mode": "full", "group_by": "user"}})
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    attach_seen_filters(train, valid, test)
+    interaction, (rows, cols), _, _ = next(iter(test))
+    vfeat = valid.dataset.inter_feat
+    sizes = []
+    for row, user in enumerate(interaction[dataset.uid_field].tolist()[:20]):
+        validated = set(vfeat[dataset.iid_field][vfeat[dataset.uid_field] == user].tolist())
+        assert validated <= set(cols[rows == row].tolist())
+        sizes.append(len(validated))
+    assert max(sizes) > 1
+
+
 def test_overlapping_windows_give_context_and_still_cover_every_target_once():
     users, items, offsets = np.array([7]), np.arange(1, 11), np.array([0, 10])  # 9 targets
     rows = window_rows(users, items, offsets, max_len=4, stride=2)

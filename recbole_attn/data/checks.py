@@ -49,9 +49,11 @@ def typed_header(path: Path, separator: str = "\t", encoding: str = "utf-8") -> 
 def _loaded_columns(config: Any, source: str, header: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The columns RecBole will load from a file (``load_col``/``unload_col``)."""
     load, unload = config["load_col"], config["unload_col"]
-    wanted = load.get(source) if isinstance(load, dict) else None
     if isinstance(load, dict) and source not in load:
         return []
+    wanted = load[source] if isinstance(load, dict) else None
+    if wanted == "*":  # RecBole's "every column"
+        wanted = None
     dropped = set(unload.get(source) or ()) if isinstance(unload, dict) else set()
     return [(name, kind) for name, kind in header
             if (wanted is None or name in wanted) and name not in dropped]

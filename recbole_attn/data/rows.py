@@ -7,7 +7,7 @@
   the next item as target at every position. Same split, same items, n times
   fewer encoder passes; each batch is as wide as its longest window, so short
   histories (most e-commerce data) do not pay for ``MAX_ITEM_LIST_LENGTH``.
-* :func:`attach_seen_filter`: makes RecBole's sequential full-sort loader
+* :func:`attach_seen_filters`: makes RecBole's sequential full-sort loader
   report the items each user saw before the target, which RecBole's trainer
   then ranks last, exactly as it does for general recommenders.
 """
@@ -174,16 +174,12 @@ class AllPositionsLoader:
                                for name, column in self.fields.items()})
 
 
-def seen_items(
-    users: np.ndarray, items: np.ndarray, offsets: np.ndarray, n_users: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """CSR ``(indptr, indices)`` over user ids of the given per-user items."""
-    counts = np.zeros(n_users, dtype=np.int64)
-    counts[users] = np.diff(offsets)
-    order = np.argsort(users, kind="stable")
-    chunks = np.split(items, offsets[1:-1])
-    indices = np.concatenate([chunks[k] for k in order]) if len(order) else np.zeros(0, np.int64)
-    return torch.from_numpy(np.r_[0, np.cumsum(counts)]), torch.from_numpy(indices.astype(np.int64))
+def seen_items(owners: np.ndarray, items: np.ndarray, n_users: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """CSR ``(indptr, indices)`` over user ids of the items ``items[k]``
+    seen by user ``owners[k]``."""
+    order = np.argsort(owners, kind="stable")
+    counts = np.bincount(owners, minlength=n_users)
+    return torch.from_numpy(np.r_[0, np.cumsum(counts)]), torch.from_numpy(items[order].astype(np.int64))
 
 
 class SeenFilterCollate:
@@ -208,21 +204,19 @@ class SeenFilterCollate:
 
 def attach_seen_filters(train_data: Any, valid_data: Any, test_data: Any) -> None:
     """``filter_seen``: validation ranks the training items of each user last;
-    test ranks training items and the validation item last. Full ranking
+    test ranks training and validation items last. Full ranking
     only: in sampled evaluation (``uni100``, ``pop100``) RecBole draws the
     negatives among the items a user has not interacted with already."""
     dataset = train_data.dataset
     users, items, offsets = training_sequences(dataset)
+    owners = np.repeat(users, np.diff(offsets))
+    valid_feat = valid_data.dataset.inter_feat  # a user has several validation rows under a random split
+    valid_owners = valid_feat[dataset.uid_field].numpy()
+    valid_items = valid_feat[dataset.iid_field].numpy()
     n_users = dataset.user_num
-    valid_feat = valid_data.dataset.inter_feat
-    valid_target = dict(zip(valid_feat[dataset.uid_field].tolist(), valid_feat[dataset.iid_field].tolist()))
-    with_valid = [np.r_[items[offsets[k]:offsets[k + 1]], [valid_target[u]] if u in valid_target else []]
-                  for k, u in enumerate(users.tolist())]
-    test_offsets = np.r_[0, np.cumsum([len(seq) for seq in with_valid])]
-    test_items = np.concatenate(with_valid).astype(np.int64) if with_valid else items
     for loader, csr in (
-        (valid_data, seen_items(users, items, offsets, n_users)),
-        (test_data, seen_items(users, test_items, test_offsets, n_users)),
+        (valid_data, seen_items(owners, items, n_users)),
+        (test_data, seen_items(np.r_[owners, valid_owners], np.r_[items, valid_items], n_users)),
     ):
         if isinstance(loader, FullSortEvalDataLoader):
             loader.collate_fn = SeenFilterCollate(loader.collate_fn, dataset.uid_field, *csr)

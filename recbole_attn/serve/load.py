@@ -168,5 +168,5 @@ def load(
     # ``dataset`` now holds every prefix row (train, valid and test): rebuilt
     # into each user's whole history in RecBole's own order
     users, items, offsets = training_sequences(dataset)
-    indptr, indices = seen_items(users, items, offsets, dataset.user_num)
+    indptr, indices = seen_items(np.repeat(users, np.diff(offsets)), items, dataset.user_num)
     return LoadedModel(model, config, dataset, tuple(loaders), path, indptr, indices)
