@@ -259,8 +259,10 @@ class LastCheckpoint(TrainerHook):
 
 # ----------------------------------------------------------------------------- resuming
 
-def find_last_checkpoint(checkpoint_dir: str | os.PathLike, config: Any, data_hash: str | None = None) -> str | None:
-    """Newest ``*-last.pth`` in ``checkpoint_dir`` written by a run with the
+def find_last_checkpoint(
+    checkpoint_dir: str | os.PathLike, config: Any, data_hash: str | None = None
+) -> tuple[str, dict[str, Any]] | None:
+    """Newest ``*-last.pth`` (path, state) in ``checkpoint_dir`` written by a run with the
     same training settings as ``config`` (``resume=auto``) on the training
     data whose :func:`data_fingerprint` is ``data_hash`` (when given). Files
     of another model or dataset are not candidates; unreadable files and
@@ -290,7 +292,7 @@ def find_last_checkpoint(checkpoint_dir: str | os.PathLike, config: Any, data_ha
         if obstacle:
             logger.warning(f"resume=auto: skipping {path}: {obstacle}")
             continue
-        return str(path)
+        return str(path), stored
     return None
 
 

@@ -138,7 +138,7 @@ def _save_plain_checkpoint(self: Any, epoch: int, verbose: bool = True, **kwargs
     saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
     state = {
         "config": plain_data(self.config.final_config_dict),
-        "data_fingerprint": getattr(self, "data_fingerprint", None),  # set by recbole_attn's runner
+        "data_fingerprint": getattr(self, "data_fingerprint", None),  # HookedTrainer's; RecBole's own have none
         "epoch": epoch,
         "cur_step": self.cur_step,
         "best_valid_score": plain_data(self.best_valid_score),

@@ -61,9 +61,14 @@ class HookedTrainer:
     hooks: list[TrainerHook]
     evaluator: Any
     eval_collector: Any
+    #: The training data's fingerprint, stored in the best-model checkpoint
+    #: (compat's ``_save_plain_checkpoint``) as the last checkpoint stores it.
+    data_fingerprint: str | None
 
-    def __init__(self, config: Any, model: Any, hooks: Sequence[TrainerHook] = ()) -> None:
+    def __init__(self, config: Any, model: Any, hooks: Sequence[TrainerHook] = (),
+                 data_fingerprint: str | None = None) -> None:
         super().__init__(config, model)  # type: ignore[call-arg]
+        self.data_fingerprint = data_fingerprint
         self.hooks = list(hooks)
         for hook in self.hooks:
             self.evaluator = hook.wrap_evaluator(self.evaluator)
@@ -106,9 +111,10 @@ def hooked_class(trainer_class: type) -> type:
     return type(f"Hooked{trainer_class.__name__}", (HookedTrainer, trainer_class), {})
 
 
-def build_hooked_trainer(trainer_class: type, config: Any, model: Any, hooks: Sequence[TrainerHook]) -> Any:
+def build_hooked_trainer(trainer_class: type, config: Any, model: Any, hooks: Sequence[TrainerHook],
+                         data_fingerprint: str | None = None) -> Any:
     """A ``trainer_class`` trainer that runs ``hooks`` (first = outermost)."""
-    return hooked_class(trainer_class)(config, model, hooks)
+    return hooked_class(trainer_class)(config, model, hooks, data_fingerprint)
 
 
 class Capture(TrainerHook):

@@ -47,7 +47,8 @@ from recbole_attn.user_ranks import RANKS_SUFFIX, UserRanks
 logger = logging.getLogger(__name__)
 
 
-def build_trainer(config: AttnConfig, model: Any, hooks: Sequence[TrainerHook] = ()) -> Any:
+def build_trainer(config: AttnConfig, model: Any, hooks: Sequence[TrainerHook] = (),
+                  data_fingerprint: str | None = None) -> Any:
     """Our trainer for plugin models; RecBole's own choice for its models,
     so baselines train exactly as in RecBole; either runs ``hooks``
     (:mod:`recbole_attn.hooks`). The checkpoint name gets a random tag:
@@ -58,7 +59,7 @@ def build_trainer(config: AttnConfig, model: Any, hooks: Sequence[TrainerHook] =
         trainer_class: type = AttnTrainer
     else:
         trainer_class = get_trainer(config["MODEL_TYPE"], config["model"])
-    trainer = build_hooked_trainer(trainer_class, config, model, hooks)
+    trainer = build_hooked_trainer(trainer_class, config, model, hooks, data_fingerprint)
     trainer.saved_model_file = distributed.from_rank_zero(_free_checkpoint_name(trainer.saved_model_file))
     return trainer
 
@@ -134,24 +135,24 @@ def _run_config(
         check_writable_dir(config["output_dir"], "output_dir")
     check_dataset_files(config)
     resume = config["resume"]
+    named = None
     if resume not in (None, "", False) and str(resume).lower() != "auto":
-        load_checkpoint(str(resume))  # a missing or unreadable file fails before the data is read
+        named = (str(resume), load_checkpoint(str(resume)))  # missing or unreadable: fails before the data is read
     with run_log(config) as log_file:
         summary_logger.info(config)
-        return _experiment(config, began, write_results, extra_hooks, log_file, test)
+        return _experiment(config, began, write_results, extra_hooks, log_file, test, named)
 
 
 def _experiment(
     config: AttnConfig, began: float, write_results: bool, extra_hooks: Sequence[TrainerHook], log_file: Any,
-    test: bool = True,
+    test: bool = True, named_resume: tuple[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     init_seed(config["seed"], config["reproducibility"])
     splits = _load_splits(config, test)
     data_seconds = time.perf_counter() - began
 
     data_hash = data_fingerprint(splits.train.dataset)
-    resume_file = distributed.from_rank_zero(_resume_file(config, data_hash))
-    resume = (resume_file, load_checkpoint(resume_file)) if resume_file else None
+    resume = named_resume or _auto_resume(config, data_hash)
     if resume:  # a checkpoint of another run fails here, before the trainer makes folders
         check_resumable(resume[1], resume[0], config, data_hash)
     init_seed(config["seed"] + distributed.rank(), config["reproducibility"])  # RecBole: + local_rank, per machine
@@ -199,7 +200,7 @@ def _experiment(
         "checkpoint": trainer.saved_model_file,
         "last_checkpoint": training.last.path,
         "log_file": str(log_file) if log_file else None,
-        "resumed_from": resume_file,
+        "resumed_from": resume[0] if resume else None,
         "world_size": distributed.world_size(),
         "config": plain_data(config.final_config_dict),
         "versions": versions(),
@@ -272,8 +273,7 @@ def _build_training(config: AttnConfig, train_data: Any, write_results: bool,
     # first = outermost: the last checkpoint is written outside the epoch clock
     hooks = [last, clock, *extra_hooks, *([ranks] if ranks else []),
              *([distributed.GatherMetrics()] if parallel else [])]
-    trainer = build_trainer(config, recommender, hooks)
-    trainer.data_fingerprint = data_hash  # the best-model file's (compat's _save_plain_checkpoint)
+    trainer = build_trainer(config, recommender, hooks, data_hash)
     return _Training(trainer, clock, last, ranks)
 
 
@@ -385,18 +385,19 @@ def _create_dataset(config: AttnConfig) -> Any:
     return data
 
 
-def _resume_file(config: AttnConfig, data_hash: str | None) -> str | None:
-    """``resume``: a last-checkpoint path, or ``auto`` for the newest one of
-    this model and dataset, trained on the data whose fingerprint is
-    ``data_hash``, in ``checkpoint_dir`` (none found: start afresh)."""
-    resume = config["resume"]
-    if resume in (None, "", False):
+def _auto_resume(config: AttnConfig, data_hash: str | None) -> tuple[str, dict[str, Any]] | None:
+    """``resume=auto``: the newest last checkpoint (path, state) of this
+    model and dataset, trained on the data whose fingerprint is
+    ``data_hash``, in ``checkpoint_dir``; rank 0 picks it for every process
+    (none found: start afresh)."""
+    if str(config["resume"]).lower() != "auto":
         return None
-    if str(resume).lower() == "auto":
-        found = find_last_checkpoint(config["checkpoint_dir"], config, data_hash)
-        logger.info(f"resume=auto: {found or 'no last checkpoint found, starting afresh'}")
-        return found
-    return str(resume)
+    found = find_last_checkpoint(config["checkpoint_dir"], config, data_hash)
+    path = distributed.from_rank_zero(found[0] if found else None)
+    logger.info(f"resume=auto: {path or 'no last checkpoint found, starting afresh'}")
+    if path is None:
+        return None
+    return found if found and found[0] == path else (path, load_checkpoint(path))
 
 
 def _diverged_message(error: Exception, last: LastCheckpoint) -> str:
