@@ -35,12 +35,12 @@ the masking, top-k and positives are chunked for them.
 
 Exactness: each score is the same dot product as in the full matrix, but
 BLAS may choose another kernel for another matrix width, so a score can
-differ in its last bit (seen on CPU for chunks under ~32 items wide; chunks
-are balanced, so none is a sliver). Ties: a chunk's top-k is ``torch.topk``'s,
+differ in its last bit, most likely in a narrow chunk (chunks are balanced,
+so none is a sliver). Ties: a chunk's top-k is ``torch.topk``'s,
 as in RecBole's unchunked path; between chunks an equal score goes to the
 lower item id. A ranking can differ from RecBole's only where two scores tie
-to the last bit; on the ml-100k cut (12 chunks of 94 items) every metric equals
-RecBole's exactly (``tests/test_evaluation.py``).
+to the last bit; ``tests/test_evaluation.py`` checks that every metric equals
+RecBole's.
 """
 from __future__ import annotations
 
@@ -120,20 +120,6 @@ class TopK:
         return self.items.shape[0]
 
 
-def _sorted_pairs(
-    exclude: tuple[torch.Tensor, torch.Tensor] | None, starts: list[int], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, list[int]] | None:
-    """``(rows, items)`` sorted by item and the index where each chunk's
-    pairs begin, so that each chunk masks one slice (one sort per batch)."""
-    if exclude is None or exclude[0].numel() == 0:
-        return None
-    rows, items = exclude[0].to(device), exclude[1].to(device)
-    items, order = torch.sort(items)
-    rows = rows[order]
-    bounds = torch.searchsorted(items, torch.tensor(starts, device=device, dtype=items.dtype))
-    return rows, items, bounds.tolist()  # one host sync per batch, not per chunk
-
-
 def chunked_topk(
     scorer: ItemScorer,
     n_items: int,
@@ -152,22 +138,18 @@ def chunked_topk(
         raise UsageError(f"chunk_size must be a positive number of items, got {chunk_size!r}")
     # balanced chunks of at most chunk_size: no sliver of a last chunk
     width = math.ceil(n_items / math.ceil(n_items / chunk_size))
-    starts = list(range(0, n_items, width))
-    pairs = None
+    pairs: tuple[torch.Tensor, torch.Tensor] | None = None
     best_scores: torch.Tensor | None = None
     best_items: torch.Tensor | None = None
-    for number, start in enumerate(starts):
+    for start in range(0, n_items, width):
         end = min(start + width, n_items)
         scores = scorer(start, end).float()
-        if number == 0:
-            device = scores.device
-            pairs = _sorted_pairs(exclude, starts + [n_items], device)
+        if start == 0:
             scores[:, 0] = float("-inf")
+            if exclude is not None and exclude[0].numel():
+                pairs = exclude[0].to(scores.device), exclude[1].to(scores.device)
         if pairs is not None:
-            rows, items, bounds = pairs
-            low, high = bounds[number], bounds[number + 1]
-            if high > low:
-                scores[rows[low:high], items[low:high] - start] = float("-inf")
+            _mask_pairs(scores, pairs[0], pairs[1] - start)
         chunk_scores, chunk_items = torch.topk(scores, min(k, end - start), dim=1)
         del scores  # before the next chunk is scored: one chunk of scores alive at a time
         chunk_items += start
@@ -183,6 +165,16 @@ def chunked_topk(
     return TopK(best_scores, best_items, n_items)
 
 
+def _mask_pairs(scores: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> None:
+    """Set ``scores[rows, columns]`` to ``-inf`` for the pairs whose column
+    falls inside ``scores``, in place. Pairs outside add 0 to a clamped cell
+    instead of being selected out, so no tensor's size depends on the data
+    (no host sync on an accelerator)."""
+    inside = (columns >= 0) & (columns < scores.shape[1])
+    penalty = torch.where(inside, float("-inf"), 0.0).to(scores.dtype)
+    scores.index_put_((rows, columns.clamp(0, scores.shape[1] - 1)), penalty, accumulate=True)
+
+
 def topk_hits(
     top_items: torch.Tensor, positive_u: torch.Tensor, positive_i: torch.Tensor, n_items: int
 ) -> torch.Tensor:
@@ -190,11 +182,17 @@ def topk_hits(
     whether each top-k item is a positive of its row, then the row's number of
     distinct positives; what ``Collector.eval_batch_collect`` builds from its
     ``(B, n_items)`` ``pos_matrix``, here from the ``(row, item)`` pairs."""
-    device = top_items.device
-    rows = torch.arange(top_items.shape[0], device=device)
-    keys = torch.unique(positive_u.to(device).long() * n_items + positive_i.to(device).long())
-    pos_len = torch.bincount(keys // n_items, minlength=top_items.shape[0])
-    hits = torch.isin(rows[:, None] * n_items + top_items, keys)
+    device, users = top_items.device, top_items.shape[0]
+    keys = torch.sort(positive_u.to(device).long() * n_items + positive_i.to(device).long()).values
+    pos_len = torch.zeros(users, dtype=torch.long, device=device)
+    query = torch.arange(users, device=device)[:, None] * n_items + top_items
+    if keys.numel() == 0:
+        return torch.cat([torch.zeros_like(query), pos_len[:, None]], dim=1)
+    # sorted keys instead of unique/bincount/isin, which size their output by the data (a host sync)
+    first = torch.ones_like(keys, dtype=torch.bool)
+    first[1:] = keys[1:] != keys[:-1]
+    pos_len.index_add_(0, keys // n_items, first.long())
+    hits = keys[torch.searchsorted(keys, query).clamp(max=keys.numel() - 1)] == query
     return torch.cat([hits.long(), pos_len[:, None]], dim=1)
 
 

@@ -101,6 +101,25 @@ def test_topk_rows_are_what_recboles_collector_stores():
                        torch.bincount(torch.unique(positive_u * n_items + positive_i) // n_items, minlength=n_users))
 
 
+def test_topk_hits_without_positives_are_all_misses():
+    none = torch.zeros(0, dtype=torch.long)
+    assert topk_hits(torch.tensor([[3, 1], [2, 4]]), none, none, 10).tolist() == [[0, 0, 0], [0, 0, 0]]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="host syncs exist on accelerators only")
+def test_masked_topk_and_hits_never_wait_for_the_gpu():
+    generator = torch.Generator().manual_seed(3)
+    scores = torch.randn(64, 5000, generator=generator).cuda()
+    history = tuple(part.cuda() for part in _random_pairs(generator, 64, 5000, 2000))
+    positives = tuple(part.cuda() for part in _random_pairs(generator, 64, 5000, 64))
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        top = chunked_topk(lambda start, end: scores[:, start:end].clone(), 5000, 20, 777, history)
+        topk_hits(top.items, *positives, 5000)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 @pytest.fixture(scope="module")
 def ml100k_trainer(ml100k_root):
     """AttnSeq on the ml-100k cut after one training epoch, metrics to 12

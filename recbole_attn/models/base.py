@@ -111,7 +111,7 @@ class AttnSequentialRecommender(SequentialRecommender):
             return {}
         if all(field in interaction for field in self.user_features):
             return {"user": {field: interaction[field] for field in self.user_features}}
-        return {"user": self.user_token.features_of(interaction[self.USER_ID])}
+        return {"user": self.user_token.tokens_of(interaction[self.USER_ID])}
 
     def _sample_negatives(self, count: int, device: torch.device) -> torch.Tensor:
         """``count`` item ids (never the padding id 0), drawn on ``device``."""
@@ -179,7 +179,8 @@ class AttnSequentialRecommender(SequentialRecommender):
     def predict(self, interaction: Any) -> torch.Tensor:
         """Scores of (history, item) rows. Sampled evaluation (``uni100``)
         repeats each history once per candidate item: each distinct history
-        is encoded once, so it costs about what full ranking does."""
+        is encoded once, so it costs about what full ranking does (at the
+        price of one host sync per batch: the number of distinct histories)."""
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         if self.user_token is not None:  # the same history of two users is two inputs
             hidden = self.forward(item_seq, item_seq_len, **self.user_input(interaction))
