@@ -37,7 +37,7 @@ def batch_of(model, users=(1, 2, 3, 4), lengths=(1, 4, 7, L)):
     seq = torch.randint(1, model.n_items, (len(users), L))
     length = torch.tensor(lengths)
     seq[torch.arange(L)[None, :] >= length[:, None]] = 0
-    user = model.user_token.features_of(torch.tensor(users))
+    user = model.user_token.tokens_of(torch.tensor(users))
     return seq, length, user
 
 
@@ -86,7 +86,7 @@ def test_every_position_sees_the_user_and_padding_stays_out(built):
 def test_unknown_users_get_the_learned_unknown_vector(built):
     _, model, _ = built
     seq, length, _ = batch_of(model)
-    nobody = model.user_token.features_of(torch.zeros(4, dtype=torch.long))  # id 0: no features
+    nobody = model.user_token.tokens_of(torch.zeros(4, dtype=torch.long))  # id 0: no features
     torch.testing.assert_close(model(seq, length, user=nobody), model(seq, length))
     with torch.no_grad():
         model.user_token.unknown.add_(1.0)
@@ -101,7 +101,7 @@ def test_a_missing_field_adds_nothing(built):
     """A user with one field unknown (token 0) gets exactly the sum of the
     fields that are known: padding rows embed to zero after initialisation."""
     _, model, _ = built
-    user = model.user_token.features_of(torch.tensor([1, 2]))
+    user = model.user_token.tokens_of(torch.tensor([1, 2]))
     partial = {**user, "occupation": torch.zeros_like(user["occupation"])}
     embeddings = model.user_token.embeddings
     expected = embeddings["age"](user["age"]).sum(-2) + embeddings["gender"](user["gender"]).sum(-2)

@@ -31,7 +31,13 @@ from torch import nn
 
 from recbole_attn.errors import UsageError, check_choice, check_positive, check_probability
 from recbole_attn.models.base import AttnSequentialRecommender
-from recbole_attn.models.layers import AttentionPooling, TransformerBlock, select_positions, zero_padding_row
+from recbole_attn.models.layers import (
+    AttentionPooling,
+    FieldTokenEmbedding,
+    TransformerBlock,
+    select_positions,
+    zero_padding_row,
+)
 from recbole_attn.values import as_list
 
 FEATURE_FUSIONS = ("sum", "concat")
@@ -39,15 +45,12 @@ FEATURE_FUSIONS = ("sum", "concat")
 READOUTS = ("last", "attention")
 
 
-class ItemFeatureEmbedding(nn.Module):
+class ItemFeatureEmbedding(FieldTokenEmbedding):
     """Mean embedding of each item's tokens in the chosen item features
     (e.g. an item's genres), looked up by item id."""
 
     def __init__(self, dataset: Any, fields: list[str], size: int) -> None:
-        super().__init__()
-        self.fields = fields
         item_feat = dataset.get_item_feature()
-        self.embeddings = nn.ModuleDict()
         for field in fields:
             if field not in dataset.field2type or field not in item_feat:
                 known = [f for f in dataset.field2type if f in item_feat and f != dataset.iid_field]
@@ -57,19 +60,11 @@ class ItemFeatureEmbedding(nn.Module):
                 )
             if dataset.field2type[field] not in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ):
                 raise UsageError(f"selected_features: {field!r} is not a token or token_seq field")
-            tokens = item_feat[field]
-            tokens = tokens[:, None] if tokens.dim() == 1 else tokens  # (n_items, T)
-            self.register_buffer(f"tokens_{field}", tokens.long(), persistent=False)
-            self.embeddings[field] = nn.Embedding(dataset.num(field), size, padding_idx=0)
+        super().__init__({field: item_feat[field] for field in fields}, {f: dataset.num(f) for f in fields}, size)
 
     def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
         """(B, L, D): sum over fields of the mean token embedding."""
-        total = torch.zeros((), device=item_seq.device)
-        for field in self.fields:
-            tokens = getattr(self, f"tokens_{field}")[item_seq]  # (B, L, T)
-            count = (tokens > 0).sum(-1, keepdim=True).clamp(min=1)
-            total = total + self.embeddings[field](tokens).sum(-2) / count
-        return total
+        return self.pooled(self.tokens_of(item_seq))[0]
 
 
 class AttnSeq(AttnSequentialRecommender):
@@ -203,10 +198,9 @@ class AttnSeq(AttnSequentialRecommender):
     def forward(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor,
                 user: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """The representation at the last valid position, as ``encode`` gives
-        it. With ``readout: last`` the last block computes only that position
-        (nothing reads the others), which saves about half the work of a
-        2-layer model at evaluation; the attention readout pools every output
-        up to it."""
+        it. With ``readout: last`` the last block computes only that position,
+        since nothing reads the others; the attention readout pools every
+        output up to it."""
         x = self.embed(item_seq, user)
         for block in self.blocks[:-1]:
             x, _ = block(x)

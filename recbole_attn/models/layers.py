@@ -251,3 +251,36 @@ class TransformerBlock(nn.Module):
             x = self.attn_norm(residual + attn_out)
             x = self.ffn_norm(x + self.feed_forward(x))
         return x, weights
+
+
+class FieldTokenEmbedding(nn.Module):
+    """Tokens of some fields per entity (an item's genres, a user's age and
+    occupation), embedded as the sum over fields of the mean embedding of
+    each field's tokens. Token 0 means "no value" and is left out of the
+    mean; the item features and the user token share this layer."""
+
+    def __init__(self, tokens: dict[str, torch.Tensor], vocab_sizes: dict[str, int], size: int) -> None:
+        super().__init__()
+        self.fields = list(tokens)
+        self.embeddings = nn.ModuleDict()
+        for field, table in tokens.items():
+            table = table[:, None] if table.dim() == 1 else table  # (n_entities, T)
+            self.register_buffer(f"tokens_{field}", table.long(), persistent=False)
+            self.embeddings[field] = nn.Embedding(vocab_sizes[field], size, padding_idx=0)
+
+    def tokens_of(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each field's tokens ``(*ids.shape, T)`` of the entities ``ids``."""
+        return {field: getattr(self, f"tokens_{field}")[ids] for field in self.fields}
+
+    def pooled(self, tokens: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(..., size)`` sum over fields of the mean embedding of the tokens
+        ``(..., T)``, and ``(..., 1)`` whether any field had a token."""
+        total: torch.Tensor | None = None
+        known: torch.Tensor | None = None
+        for field in self.fields:
+            present = (tokens[field] > 0).sum(-1, keepdim=True)
+            vector = self.embeddings[field](tokens[field]).sum(-2) / present.clamp(min=1)
+            total = vector if total is None else total + vector
+            known = present > 0 if known is None else known | (present > 0)
+        assert total is not None and known is not None, "FieldTokenEmbedding needs at least one field"
+        return total, known

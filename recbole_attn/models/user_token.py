@@ -15,20 +15,18 @@ from recbole.utils import FeatureType
 from torch import nn
 
 from recbole_attn.errors import UsageError
+from recbole_attn.models.layers import FieldTokenEmbedding
 
 #: Field types a user feature may have (token_seq: the mean of its tokens' embeddings).
 USER_FEATURE_TYPES = (FeatureType.TOKEN, FeatureType.TOKEN_SEQ)
 
 
-class UserToken(nn.Module):
+class UserToken(FieldTokenEmbedding):
     """``(B,)`` user ids or per-field token ids -> ``(B, size)`` user vectors."""
 
     def __init__(self, dataset: Any, fields: list[str], size: int) -> None:
-        super().__init__()
-        self.fields = fields
         user_feat = dataset.get_user_feature()
         loaded = [f for f in dataset.field2type if f in user_feat and f != dataset.uid_field]
-        self.embeddings = nn.ModuleDict()
         for field in fields:
             if field not in loaded:
                 raise UsageError(
@@ -37,15 +35,8 @@ class UserToken(nn.Module):
             if dataset.field2type[field] not in USER_FEATURE_TYPES:
                 raise UsageError(f"user_features: {field!r} is a {dataset.field2type[field].value} field; "
                                  f"only token and token_seq fields can be embedded")
-            tokens = user_feat[field]
-            tokens = tokens[:, None] if tokens.dim() == 1 else tokens  # (n_users, T), 0 = no value
-            self.register_buffer(f"tokens_{field}", tokens.long(), persistent=False)
-            self.embeddings[field] = nn.Embedding(dataset.num(field), size, padding_idx=0)
+        super().__init__({field: user_feat[field] for field in fields}, {f: dataset.num(f) for f in fields}, size)
         self.unknown = nn.Parameter(torch.zeros(size))
-
-    def features_of(self, user_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each field's tokens ``(B, T)`` of known users; id 0 (padding) has none."""
-        return {field: getattr(self, f"tokens_{field}")[user_ids] for field in self.fields}
 
     def forward(self, features: dict[str, torch.Tensor] | None, batch_size: int) -> torch.Tensor:
         """Sum over fields of the mean embedding of each field's tokens; rows
@@ -54,14 +45,6 @@ class UserToken(nn.Module):
         unknown-user vector."""
         if features is None:
             return self.unknown.expand(batch_size, -1)
-        total: torch.Tensor | None = None
-        known: torch.Tensor | None = None
-        for field in self.fields:
-            tokens = features[field]
-            tokens = tokens[:, None] if tokens.dim() == 1 else tokens
-            present = (tokens > 0).sum(-1, keepdim=True)
-            vector = self.embeddings[field](tokens).sum(-2) / present.clamp(min=1)
-            total = vector if total is None else total + vector
-            known = present > 0 if known is None else known | (present > 0)
-        assert total is not None and known is not None  # at least one field
+        tokens = {field: t[:, None] if t.dim() == 1 else t for field, t in features.items()}  # a token field: (B,)
+        total, known = self.pooled(tokens)
         return torch.where(known, total, self.unknown.to(total.dtype))
