@@ -16,9 +16,11 @@ registry.install_recbole_bridge()
 from recbole_attn.registry import available_models, get_model_class  # noqa: E402
 from recbole_attn.runner import run  # noqa: E402
 from recbole_attn.serve import explain, load, recommend  # noqa: E402
+from recbole_attn.serve.export import export_model  # noqa: E402
 
 try:
     __version__ = version("recbole-attn")  # the one place it is written: pyproject.toml
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
-__all__ = ["available_models", "explain", "get_model_class", "load", "recommend", "run", "__version__"]
+__all__ = ["available_models", "explain", "export_model", "get_model_class", "load", "recommend", "run",
+           "__version__"]

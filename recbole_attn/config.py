@@ -190,7 +190,7 @@ class AttnConfig(Config):
         return {**parse_values(parse_cmd_args(self._cmd_args)), **self._overrides}
 
     def _load_internal_config_dict(self, model: str, model_class: type, dataset: str) -> None:
-        super()._load_internal_config_dict(model, model_class, dataset)
+        registry.recbole_internal_config(self, model, model_class, dataset)
         self.internal_config_dict.update(PROJECT_DEFAULTS)
         project = project_properties_dir()
         dataset_file = project / "dataset" / f"{dataset}.yaml"

@@ -16,6 +16,7 @@ import importlib
 import re
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from typing import Any
 
 from recbole_attn.errors import choice_error
 
@@ -78,6 +79,16 @@ def model_properties_file(model_class: type) -> Path | None:
     return own if own.is_file() else None
 
 
+def recbole_internal_config(config: Any, model: str, model_class: type, dataset: str) -> None:
+    """RecBole's own ``Config._load_internal_config_dict``, without the
+    bridge's layers: :class:`~recbole_attn.config.AttnConfig` layers the
+    project's files itself, once."""
+    from recbole.config import Config
+
+    loader = Config._load_internal_config_dict
+    getattr(loader, "recbole_original", loader)(config, model, model_class, dataset)
+
+
 def install_recbole_bridge() -> None:
     """Let RecBole's own API see the plugin models: ``recbole.utils.get_model``
     returns them, ``get_trainer`` returns this package's trainer for them (so
@@ -117,6 +128,7 @@ def install_recbole_bridge() -> None:
                 self.internal_config_dict.update(read_yaml_file(properties))
 
     setattr(get_model, "bridged", True)
+    setattr(load_internal_config_dict, "recbole_original", recbole_internal_config)
     for module in (recbole.utils, recbole_utils, configurator):
         setattr(module, "get_model", get_model)
     for module in (recbole.utils, recbole_utils):

@@ -34,10 +34,14 @@ def plain_data(value: Any) -> Any:
 
 def atomic_npz_save(path: str | os.PathLike, compressed: bool = False, **arrays: np.ndarray) -> None:
     """``numpy.savez`` (``compressed``: ``savez_compressed``) through a temp
-    file and a rename; no object arrays, so loading needs no pickle."""
+    file and a rename; no object arrays, so loading needs no pickle (checked
+    here: numpy's own ``allow_pickle`` for saving is recent)."""
+    pickled = [name for name, array in arrays.items() if np.asarray(array).dtype.hasobject]
+    if pickled:
+        raise ValueError(f"object arrays would need pickle to load: {', '.join(pickled)}")
     save = np.savez_compressed if compressed else np.savez
     with atomic_path(path) as tmp, open(tmp, "wb") as out:
-        save(out, allow_pickle=False, **arrays)
+        save(out, **arrays)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:

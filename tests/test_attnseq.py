@@ -1,6 +1,7 @@
 """AttnSeq: causality, padding, attention weights, losses, features, learning."""
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import pytest
@@ -12,7 +13,7 @@ from recbole_attn.config import AttnConfig
 from recbole_attn.data.rows import AllPositionsLoader
 from recbole_attn.errors import UsageError
 from recbole_attn.models.attnseq import AttnSeq
-from tests.conftest import FAST
+from tests.conftest import FAST, REPO_ROOT
 
 L = 12
 
@@ -178,3 +179,22 @@ def test_attention_readout_pools_earlier_outputs_and_is_explained(pattern_root):
 def test_bad_readout_names_the_choices(pattern_root):
     with pytest.raises(UsageError, match=r"unknown readout 'pooled'. Valid choices: attention, last"):
         build(pattern_root, readout="pooled")
+
+
+def test_the_speed_benchmarks_textbook_variant_computes_the_same_loss_and_output(pattern_root):
+    """benchmarks/attnseq_speedups.py times A against B: the same numbers,
+    computed the textbook way."""
+    spec = importlib.util.spec_from_file_location("speedups", REPO_ROOT / "benchmarks" / "attnseq_speedups.py")
+    speedups = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speedups)
+    config, shipped, train = build(pattern_root, train_batch_size=64)
+    textbook = speedups.TextbookAttnSeq(config, train.dataset)
+    textbook.load_state_dict(shipped.state_dict(), assign=True)
+    shipped.eval(), textbook.eval()
+    batch = next(iter(AllPositionsLoader(config, train)))
+    torch.testing.assert_close(textbook.calculate_loss(batch), shipped.calculate_loss(batch))
+    seq, length = random_batch(shipped.n_items)
+    torch.testing.assert_close(textbook(seq, length), shipped(seq, length))
+    with torch.no_grad():  # one set of weights: training either trains both
+        shipped.item_embedding.weight.add_(1.0)
+    assert torch.equal(textbook.item_embedding.weight, shipped.item_embedding.weight)

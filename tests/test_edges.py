@@ -8,6 +8,7 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -22,6 +23,7 @@ from recbole_attn.config import AttnConfig, parse_cmd_args
 from recbole_attn.data.checks import check_dataset_files
 from recbole_attn.errors import UsageError
 from recbole_attn.results import strict_json
+from recbole_attn.serialization import atomic_npz_save
 from recbole_attn.trainer import NONFINITE_CHECK_STEPS, AttnTrainer, NonFiniteLossError
 from recbole_attn.values import parse_value
 from tests.conftest import FAST
@@ -109,6 +111,7 @@ BAD_INPUTS = [
     ("dropout 1.5", ["--hidden_dropout_prob=1.5"], "hidden_dropout_prob must be a number in [0, 1), got 1.5"),
     ("heads 0", ["--n_heads=0"], "n_heads must be an integer >= 1, got 0"),
     ("filter_seen", ["--filter_seen=maybe"], "filter_seen must be True or False, got 'maybe'"),
+    ("compile", ["--compile=no"], "compile must be True or False, got 'no'"),
     ("state", ["--state=loud"], "unknown state 'loud'"),
     ("device", ["--device=abc"], "invalid device 'abc'"),
     ("train_mode", ["--train_mode=everything"], "unknown train_mode 'everything'"),
@@ -210,6 +213,13 @@ def test_duplicated_rows_are_counted_in_a_warning(tmp_path, caplog):
     assert "3 rows repeat an earlier row exactly" in caplog.text
 
 
+def test_load_col_star_loads_every_column_as_in_recbole(tmp_path):
+    root = _write_dataset(tmp_path, "star", [*_ROWS[:3], "1\t4\t1\tyesterday", *_ROWS[3:]])
+    config = AttnConfig("AttnSeq", "star", config_dict={"data_path": str(root), "load_col": {"inter": "*"}})
+    with pytest.raises(UsageError, match="column 'timestamp' line 5: 'yesterday' is not a number"):
+        check_dataset_files(config)
+
+
 def test_an_unknown_key_warns_naming_the_closest_known_key(caplog):
     with caplog.at_level(logging.WARNING):
         config = AttnConfig("AttnSeq", "ml-100k", cmd_args=["--learning_rat=0.1"])
@@ -244,6 +254,12 @@ def test_the_benchmark_never_runs_an_override(tmp_path):
     specs = suite.plan_rows("ml-100k", ["AttnSeq"], overrides=[f"--note={EVIL}"])
     suite.preflight(specs)
     assert f"--note={EVIL}" in specs[0]["cmd_args"] and not (tmp_path / "marker").exists()
+
+
+def test_object_arrays_are_never_pickled_into_an_npz(tmp_path):
+    with pytest.raises(ValueError, match="object arrays would need pickle to load: bad"):
+        atomic_npz_save(tmp_path / "ranks.npz", good=np.arange(3), bad=np.array([{"a": 1}], dtype=object))
+    assert not list(tmp_path.iterdir())
 
 
 def test_yaml_tags_are_not_constructed(tmp_path):
@@ -391,6 +407,27 @@ def test_resume_goes_on_past_a_smaller_cap_and_never_from_past_the_cap(edge_root
     with pytest.raises(UsageError, match="cannot go on from checkpoint .* more than epochs=1"):
         recbole_attn.run("AttnSeq", "edge", write_results=False,
                          config_dict={**settings, "epochs": 1, "resume": capped["last_checkpoint"]})
+
+
+def test_resume_reads_its_checkpoint_once(edge_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = {**FAST, "data_path": str(edge_root), "checkpoint_dir": str(tmp_path / "saved")}
+    settings.pop("embedding_size")
+    first = recbole_attn.run("AttnSeq", "edge", config_dict={**settings, "epochs": 1}, write_results=False)
+    reads: list[str] = []
+    real_load = torch.load
+
+    def counted_load(path, *args, **kwargs):
+        reads.append(str(path))
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counted_load)
+    for epochs, resume in ((2, first["last_checkpoint"]), (3, "auto")):
+        reads.clear()
+        resumed = recbole_attn.run("AttnSeq", "edge", config_dict={**settings, "epochs": epochs, "resume": resume},
+                                   write_results=False)
+        assert resumed["resumed_from"] == first["last_checkpoint"]
+        assert reads.count(first["last_checkpoint"]) == 1
 
 
 def test_resume_skips_or_refuses_a_checkpoint_of_other_data_of_the_same_name(edge_root, tmp_path, caplog):

@@ -29,8 +29,8 @@ Note:
     at a valid position has read no padding, the query is gathered at the
     last valid position and attention masks padding out, so padding never
     changes the output. ``pack_padded_sequence`` would give the same states
-    but ran 7x slower per batch on CPU (its per-step path loses the fused
-    kernel), for little saved work when most histories fill the window.
+    through a per-step path that loses the fused kernel (``docs/attnrnn.md``),
+    for little saved work when most histories fill the window.
 
     ``train_mode: all_positions`` (``supports_all_positions``): one RNN pass
     gives the state at every position, each state queries the positions up
@@ -39,8 +39,8 @@ Note:
     position t equals ``forward`` on the prefix ending at t, so the two modes
     train the same function; all positions just encodes a history once
     instead of once per prefix. The ``additive`` scorer then builds a
-    (B, L, L, attention_size) tensor (``layers.AttentionPooling``); the
-    default batch of 128 windows keeps that near 100 MB at L = 50.
+    (B, L, L, attention_size) tensor (``layers.AttentionPooling``), which the
+    default batch of windows keeps small.
 
     Symbols of NARM's paper map to
     names here: ``A_1``/``A_2``/``v`` -> ``AttentionPooling.key_proj``/

@@ -3,13 +3,13 @@
 
 ``F.cross_entropy(hidden @ table.T, targets)`` writes the logits, their
 log-softmax, a one-hot gradient and the logits' gradient: four passes over a
-rows x items matrix that does not fit in cache (ml-100k: 5,000 x 1,683 per
-batch). Here the rows go through in chunks small enough to stay in cache;
+rows x items matrix that does not fit in cache. Here the rows go through in
+chunks small enough to stay in cache;
 each chunk's loss *and* gradients are computed at once (softmax minus the
 one-hot, times ``table`` and ``hidden``), so the matrix is never whole and
-backward only rescales. Same loss and gradients up to float rounding; about
-twice as fast on a CPU core, and a catalog of millions of items trains
-without a (rows x items) tensor.
+backward only rescales. Same loss and gradients up to float rounding, less
+memory traffic (``docs/attnseq.md``), and a catalog of millions of items
+trains without a (rows x items) tensor.
 
 References:
     Erik Wijmans et al. "Cut Your Losses in Large-Vocabulary Language
@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-#: Bytes of float32 logits per chunk: about a core's L2 cache on a CPU (measured
-#: best at 64-256 rows for 1,683-20,000 items); on accelerators large, for few launches.
+#: Bytes of float32 logits per chunk: about a core's L2 cache on a CPU; on
+#: accelerators large, for few launches.
 CPU_CHUNK_BYTES = 2**20
 ACCELERATOR_CHUNK_BYTES = 2**28
 MIN_CHUNK_ROWS = 64

@@ -5,9 +5,8 @@ array, the id -> token vocabulary, and a manifest that says how they fit.
 A client scores ``user @ items.T`` and ranks row 0 (padding) and the
 history's own items last, which is what :func:`recbole_attn.serve.recommend`
 does; the test in ``tests/test_export.py`` checks that both give the same
-top-10. Only ONNX is offered: tracing with ``torch.jit.trace`` gave wrong
-outputs for AttnSeq's last-position gather, while the ONNX graph matched the
-model to 1e-6.
+top-10. Only ONNX is offered: ``torch.jit.trace`` mis-traced AttnSeq's
+last-position gather (``docs/serving.md``).
 """
 from __future__ import annotations
 
