@@ -46,6 +46,8 @@ class TextbookAttnSeq(AttnSeq):
 
     def _loss(self, hidden: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor | None,
               mask_padding: bool = False) -> torch.Tensor:
+        if self.loss_type != "CE":
+            return super()._loss(hidden, targets, negatives, mask_padding)
         logits = hidden @ self.item_embedding.weight.T
         return F.cross_entropy(logits, targets, ignore_index=0 if mask_padding else -100)
 
@@ -75,7 +77,8 @@ def main() -> None:
     train, valid, _ = data_preparation(config, create_dataset(config))
     shipped = AttnSeq(config, train.dataset).to(config["device"])
     textbook = TextbookAttnSeq(config, train.dataset).to(config["device"])
-    textbook.load_state_dict(shipped.state_dict(), assign=True)  # one set of weights, trained by both
+    # one set of weights, which each variant's trainer (with its own Adam state) keeps training
+    textbook.load_state_dict(shipped.state_dict(), assign=True)
     trainers = {"A": AttnTrainer(config, shipped), "B": AttnTrainer(config, textbook)}
     loader = AllPositionsLoader(config, train)
 

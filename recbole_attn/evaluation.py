@@ -24,7 +24,7 @@ parameter that is sliced, never copied)::
 
     peak extra bytes ~= 4 * B * C            one chunk of float32 scores
                       + 72 * B * k           top-k values (float32) and ids (int64): running, chunk, merged, sorted
-                      + 32 * P               the mask pairs, sorted by item once per batch
+                      + B * C + 40 * P       a chunk's mask, and the pairs' cells in it
 
 independent of ``n_items``. Auto chunk size (``eval_item_chunk_size: ~``):
 ``max(1024, 2**26 // B)`` items, i.e. at most 256 MiB of scores per chunk
@@ -167,12 +167,15 @@ def chunked_topk(
 
 def _mask_pairs(scores: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> None:
     """Set ``scores[rows, columns]`` to ``-inf`` for the pairs whose column
-    falls inside ``scores``, in place. Pairs outside add 0 to a clamped cell
+    falls inside ``scores``, in place. Pairs outside mark one spare cell
     instead of being selected out, so no tensor's size depends on the data
     (no host sync on an accelerator)."""
-    inside = (columns >= 0) & (columns < scores.shape[1])
-    penalty = torch.where(inside, float("-inf"), 0.0).to(scores.dtype)
-    scores.index_put_((rows, columns.clamp(0, scores.shape[1] - 1)), penalty, accumulate=True)
+    users, width = scores.shape
+    inside = (columns >= 0) & (columns < width)
+    cells = torch.where(inside, rows * width + columns, users * width)
+    masked = torch.zeros(users * width + 1, dtype=torch.bool, device=scores.device)
+    masked[cells] = True
+    scores.masked_fill_(masked[:-1].view(users, width), float("-inf"))
 
 
 def topk_hits(

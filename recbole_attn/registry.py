@@ -103,7 +103,7 @@ def install_recbole_bridge() -> None:
     if getattr(recbole_utils.get_model, "bridged", False):
         return
     recbole_get_model, recbole_get_trainer = recbole_utils.get_model, recbole_utils.get_trainer
-    recbole_internal_config = Config._load_internal_config_dict
+    recbole_loader = Config._load_internal_config_dict
 
     def get_model(model_name: str) -> type:
         return get_model_class(model_name) if model_name in plugin_entry_points() else recbole_get_model(model_name)
@@ -116,7 +116,7 @@ def install_recbole_bridge() -> None:
         return recbole_get_trainer(model_type, model_name)
 
     def load_internal_config_dict(self: Config, model: str, model_class: type, dataset: str) -> None:
-        recbole_internal_config(self, model, model_class, dataset)
+        recbole_loader(self, model, model_class, dataset)
         if model in plugin_entry_points():
             from recbole_attn.config import PROJECT_DEFAULTS
             from recbole_attn.values import read_yaml_file
@@ -128,7 +128,7 @@ def install_recbole_bridge() -> None:
                 self.internal_config_dict.update(read_yaml_file(properties))
 
     setattr(get_model, "bridged", True)
-    setattr(load_internal_config_dict, "recbole_original", recbole_internal_config)
+    setattr(load_internal_config_dict, "recbole_original", recbole_loader)
     for module in (recbole.utils, recbole_utils, configurator):
         setattr(module, "get_model", get_model)
     for module in (recbole.utils, recbole_utils):

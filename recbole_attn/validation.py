@@ -75,7 +75,7 @@ def text(key: str, value: Any) -> None:
 def field_names(key: str, value: Any) -> None:
     names = [value] if isinstance(value, str) else value
     if names is not None and not (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
-        raise _fail(key, value, "a list of user field names")
+        raise _fail(key, value, "a list of field names")
     given = list(names or ())
     repeated = sorted({name for name in given if given.count(name) > 1})
     if repeated:
@@ -194,13 +194,13 @@ KEY_CHECKS: dict[str, Check] = {
     "metrics": metrics,
     "reproducibility": boolean,
     "show_progress": boolean,
-    "valid_metric_bigger": boolean,
     "compile": boolean,
     "filter_seen": boolean,
     "strict_keys": boolean,
     "save_user_ranks": boolean,
     "item_init_freeze": boolean,
     "user_features": field_names,
+    "selected_features": field_names,
     "state": choice(*LOG_LEVELS, any_case=True),
     "checkpoint_dir": text,
     "output_dir": text,

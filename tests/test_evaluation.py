@@ -101,6 +101,13 @@ def test_topk_rows_are_what_recboles_collector_stores():
                        torch.bincount(torch.unique(positive_u * n_items + positive_i) // n_items, minlength=n_users))
 
 
+def test_masked_items_stay_out_whatever_their_score():
+    scores = torch.tensor([[float("inf"), float("nan"), 1.0, -0.0, 0.5]])
+    exclude = (torch.tensor([0, 0]), torch.tensor([0, 1]))
+    top = chunked_topk(lambda start, end: scores[:, start:end].clone(), 5, 4, 2, exclude)
+    assert top.items.tolist() == [[2, 4, 3, 0]] and top.scores[0, -1] == float("-inf")
+
+
 def test_topk_hits_without_positives_are_all_misses():
     none = torch.zeros(0, dtype=torch.long)
     assert topk_hits(torch.tensor([[3, 1], [2, 4]]), none, none, 10).tolist() == [[0, 0, 0], [0, 0, 0]]

@@ -139,7 +139,7 @@ def test_all_positions_windows_stay_exact(ml100k_root, model_name):
 
 @pytest.mark.parametrize("options, message", [
     ({"user_features": ["salary"]}, "user_features: 'salary' is not a user feature of ml-100k; valid choices: "),
-    ({"user_features": [3]}, "user_features must be a list of user field names"),
+    ({"user_features": [3]}, "user_features must be a list of field names"),
     ({"attention_type": "none"}, "attention_type 'none' has no pooling"),
 ])
 def test_bad_user_features_say_why(ml100k_root, options, message):

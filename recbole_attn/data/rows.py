@@ -7,9 +7,10 @@
   the next item as target at every position. Same split, same items, n times
   fewer encoder passes; each batch is as wide as its longest window, so short
   histories (most e-commerce data) do not pay for ``MAX_ITEM_LIST_LENGTH``.
-* :func:`attach_seen_filters`: makes RecBole's sequential full-sort loader
-  report the items each user saw before the target, which RecBole's trainer
-  then ranks last, exactly as it does for general recommenders.
+* :func:`attach_seen_filters`: makes RecBole's sequential full-sort loaders
+  report each user's items of the earlier splits (validation: training;
+  test: training and validation), which RecBole's trainer then ranks last,
+  exactly as it does for general recommenders.
 """
 from __future__ import annotations
 
