@@ -24,6 +24,7 @@ from typing import Any
 from recbole.utils import get_local_time
 
 from recbole_attn import distributed
+from recbole_attn.errors import UsageError
 
 LOG_ROOT = Path("log")
 #: Records of this logger (the config and dataset summaries) go to the file only.
@@ -71,14 +72,19 @@ def _console_handler() -> logging.Handler:
 @contextmanager
 def run_log(config: Any) -> Iterator[Path | None]:
     """Log to the console and (rank 0) to the run's file while the block runs;
-    yields the file's path. The handlers that were there before come back after."""
+    yields the file's path. The handlers that were there before come back after.
+    A run refused for its input (:class:`UsageError`, e.g. a ``--resume``
+    checkpoint of other data, found once the data is read) leaves no log
+    file: nothing of a refused run stays behind."""
     root = logging.getLogger()
     level = getattr(logging, str(config["state"] or "info").upper(), logging.INFO)
     saved = (list(root.handlers), root.level)
     handlers = [_console_handler()]
     path = None
+    made: list[Path] = []  # the folders this run makes, outermost first
     if distributed.is_rank_zero():
         path = log_file_path(config)
+        made = [folder for folder in reversed(path.parents) if not folder.exists()]
         os.makedirs(path.parent, exist_ok=True)
         file_handler = logging.FileHandler(path, encoding="utf-8")
         file_handler.setFormatter(logging.Formatter("%(asctime)-15s %(levelname)s  %(message)s",
@@ -89,10 +95,25 @@ def run_log(config: Any) -> Iterator[Path | None]:
     kept = [h for h in saved[0] if getattr(h, "stream", None) not in (sys.stderr, sys.stdout)]
     root.handlers = handlers + kept  # ours first: RecBole names TensorBoard folders after the first file
     root.setLevel(level)  # setLevel, not .level: loggers cache what each level lets through
+    refused = False
     try:
         yield path
+    except UsageError:
+        refused = True
+        raise
     finally:
         for handler in handlers:
             handler.close()
         root.handlers = saved[0]
         root.setLevel(saved[1])
+        if refused and path is not None:
+            _remove_log(path, made)
+
+
+def _remove_log(path: Path, made: list[Path]) -> None:
+    path.unlink(missing_ok=True)
+    for folder in reversed(made):
+        try:
+            folder.rmdir()
+        except OSError:  # another run's log arrived meanwhile
+            break

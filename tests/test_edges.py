@@ -389,6 +389,7 @@ def test_a_checkpoint_of_another_run_is_refused_before_anything_is_written(train
     err = capsys.readouterr().err
     assert "other settings (learning_rate: 0.001 -> 0.01)" in err and err.count("\n") == 1
     assert not (tmp_path / "saved").exists() and not (tmp_path / "results").exists()
+    assert not (tmp_path / "log").exists()  # the refused run's log file is removed, and its folders
 
 
 def test_resume_goes_on_past_a_smaller_cap_and_never_from_past_the_cap(edge_root, tmp_path, caplog, monkeypatch):
