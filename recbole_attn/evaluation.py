@@ -24,7 +24,7 @@ parameter that is sliced, never copied)::
 
     peak extra bytes ~= 4 * B * C            one chunk of float32 scores
                       + 72 * B * k           top-k values (float32) and ids (int64): running, chunk, merged, sorted
-                      + B * C + 40 * P       a chunk's mask, and the pairs' cells in it
+                      + 32 * P               the chunk's mask pairs (on an accelerator also B * C bytes of mask)
 
 independent of ``n_items``. Auto chunk size (``eval_item_chunk_size: ~``):
 ``max(1024, 2**26 // B)`` items, i.e. at most 256 MiB of scores per chunk
@@ -167,11 +167,21 @@ def chunked_topk(
 
 def _mask_pairs(scores: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> None:
     """Set ``scores[rows, columns]`` to ``-inf`` for the pairs whose column
-    falls inside ``scores``, in place. Pairs outside mark one spare cell
-    instead of being selected out, so no tensor's size depends on the data
-    (no host sync on an accelerator)."""
+    falls inside ``scores``, in place."""
+    inside = (columns >= 0) & (columns < scores.shape[1])
+    if scores.device.type == "cpu":  # selecting the pairs is cheapest, and a CPU has no host to wait for
+        scores[rows[inside], columns[inside]] = float("-inf")
+    else:
+        _mask_pairs_without_sync(scores, rows, columns, inside)
+
+
+def _mask_pairs_without_sync(
+    scores: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor, inside: torch.Tensor
+) -> None:
+    """:func:`_mask_pairs` on an accelerator: pairs outside mark one spare
+    cell instead of being selected out, so no tensor's size depends on the
+    data (selecting would wait for the device to count them)."""
     users, width = scores.shape
-    inside = (columns >= 0) & (columns < width)
     cells = torch.where(inside, rows * width + columns, users * width)
     masked = torch.zeros(users * width + 1, dtype=torch.bool, device=scores.device)
     masked[cells] = True

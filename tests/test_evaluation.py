@@ -21,6 +21,8 @@ from recbole_attn.data.rows import AllPositionsLoader, attach_seen_filters
 from recbole_attn.errors import UsageError
 from recbole_attn.evaluation import (
     TopKCollector,
+    _mask_pairs,
+    _mask_pairs_without_sync,
     chunked_topk,
     item_scorer,
     metrics_needing_full_scores,
@@ -106,6 +108,19 @@ def test_masked_items_stay_out_whatever_their_score():
     exclude = (torch.tensor([0, 0]), torch.tensor([0, 1]))
     top = chunked_topk(lambda start, end: scores[:, start:end].clone(), 5, 4, 2, exclude)
     assert top.items.tolist() == [[2, 4, 3, 0]] and top.scores[0, -1] == float("-inf")
+
+
+def test_the_accelerator_masking_masks_what_the_cpu_masking_does():
+    generator = torch.Generator().manual_seed(4)
+    scores = torch.randn(16, 50, generator=generator)
+    scores[0, :3] = torch.tensor([float("inf"), float("nan"), -0.0])
+    rows, columns = _random_pairs(generator, 16, 120, 400)  # duplicates, and columns on both sides of the chunk
+    rows, columns = torch.cat([rows, torch.zeros(3, dtype=torch.long)]), torch.cat([columns - 10, torch.arange(3)])
+    on_cpu, without_sync = scores.clone(), scores.clone()
+    _mask_pairs(on_cpu, rows, columns)
+    _mask_pairs_without_sync(without_sync, rows, columns, (columns >= 0) & (columns < 50))
+    assert torch.equal(on_cpu.isneginf(), without_sync.isneginf()) and on_cpu.isneginf().sum() > 100
+    assert torch.equal(on_cpu.nan_to_num(), without_sync.nan_to_num()) and on_cpu[0, :3].isneginf().all()
 
 
 def test_topk_hits_without_positives_are_all_misses():
