@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import recbole
@@ -75,7 +76,7 @@ def write_ml100k_subset(root: str | Path, n_users: int = 60, with_items: bool = 
 class PlainConfig(dict):
     """A dict read like RecBole's ``Config``: a missing key reads ``None``."""
 
-    def __getitem__(self, key: str):
+    def __getitem__(self, key: str) -> Any:
         return self.get(key)
 
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -164,7 +165,7 @@ class AllPositionsLoader:
         return [torch.tensor_split(order[start:end], self.world_size)[self.rank]
                 for start, end in zip(bounds[:-1], bounds[1:])]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Interaction]:
         sequence_fields = (self.dataset.item_id_list_field, TARGET_SEQ_FIELD)
         lengths = self.fields[self.dataset.item_list_length_field]
         for index in self.batch_indices():
