@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ def atomic_npz_save(path: str | os.PathLike, compressed: bool = False, **arrays:
     pickled = [name for name, array in arrays.items() if np.asarray(array).dtype.hasobject]
     if pickled:
         raise ValueError(f"object arrays would need pickle to load: {', '.join(pickled)}")
-    save = np.savez_compressed if compressed else np.savez
+    save: Callable[..., None] = np.savez_compressed if compressed else np.savez  # arrays by keyword only
     with atomic_path(path) as tmp, open(tmp, "wb") as out:
         save(out, **arrays)
 
