@@ -63,3 +63,13 @@ def test_export_never_writes_over_a_folder_and_names_the_format(exported, capsys
     assert not (folder.parent / "other").exists()
     assert main(["export", f"--checkpoint={loaded.checkpoint}", f"--out={folder}"]) == 2
     assert "exists already" in capsys.readouterr().err
+
+
+def test_a_model_whose_scores_are_not_user_times_items_is_refused(pattern_root, tmp_path):
+    """RecBole's BERT4Rec scores with an output bias and takes no lengths: the
+    exported files would rank differently, so there is no export."""
+    settings = {**FAST, "epochs": 1, "data_path": str(pattern_root), "checkpoint_dir": str(tmp_path / "saved")}
+    result = recbole_attn.run("BERT4Rec", "pattern", config_dict=settings, write_results=False)
+    with pytest.raises(UsageError, match="BERT4Rec cannot be exported: its scores are not"):
+        export_model(load(result["checkpoint"], device="cpu"), tmp_path / "export")
+    assert not (tmp_path / "export").exists() and not list(tmp_path.glob(".export-*"))

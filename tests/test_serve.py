@@ -174,6 +174,8 @@ def test_unknown_tokens_are_named_or_skipped(loaded):
         ({}, "either users"),
         ({"users": ["1"], "histories": [["50"]]}, "either users"),
         ({"histories": ["50", "172"]}, "list of histories"),
+        ({"histories": [["50"], "172"]}, "list of histories"),  # "172" is not the history ["1", "7", "2"]
+        ({"histories": [["50"], 5]}, "list of histories"),
         ({"users": ["1"], "k": 0}, "k must be"),
         ({"users": ["1"], "k": 10**6}, "more than the"),
     ],

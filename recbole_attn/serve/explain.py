@@ -12,7 +12,7 @@ import torch
 
 from recbole_attn.errors import UsageError
 from recbole_attn.serve.load import LoadedModel
-from recbole_attn.serve.queries import model_input, resolve_queries, tail_windows, user_feature_ids
+from recbole_attn.serve.queries import is_token_list, model_input, resolve_queries, tail_windows, user_feature_ids
 
 
 #: How the user token (``user_features``) appears among the explained positions.
@@ -67,8 +67,8 @@ def explain(
         ) from None
     if (history is None) == (user is None):
         raise UsageError("give either a history (list of item tokens) or a user, not both")
-    if isinstance(history, (str, bytes)):
-        raise UsageError("history must be a list of item tokens (e.g. ['50', '172']), not one string")
+    if history is not None and not is_token_list(history):
+        raise UsageError(f"history must be a list of item tokens (e.g. ['50', '172']), got {history!r}")
     if user is not None:
         queries = resolve_queries(loaded, [user], None, on_unknown)
     else:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from recbole.data.interaction import Interaction
 from torch import nn
 
 from recbole_attn.atomic import check_writable_dir
@@ -48,6 +49,22 @@ def _example_input(loaded: LoadedModel) -> tuple[torch.Tensor, torch.Tensor]:
     return tail_windows(loaded.history_indptr, loaded.history_items, with_history, loaded.max_length)
 
 
+def _scores_are_user_times_items(loaded: LoadedModel, table: nn.Embedding) -> bool:
+    """Whether the model's full-sort scores of two real histories are its
+    ``forward`` times the item table, as a client of the export computes them
+    (RecBole's BERT4Rec adds a bias, Caser needs the user id, ...)."""
+    model: Any = loaded.model
+    item_seq, lengths = (t.to(loaded.device) for t in _example_input(loaded))
+    try:
+        with torch.no_grad():
+            user = model(item_seq, lengths)
+            expected = model.full_sort_predict(Interaction({model.ITEM_SEQ: item_seq, model.ITEM_SEQ_LEN: lengths}))
+            served = user @ table.weight.T
+    except Exception:  # another forward signature or input: not this model's contract
+        return False
+    return served.shape == expected.shape and torch.allclose(served, expected, rtol=1e-4, atol=1e-5)
+
+
 def export_model(loaded: LoadedModel, out_dir: str | os.PathLike, fmt: str = "onnx") -> Path:
     """Write ``out_dir`` (a new folder): ``history_encoder.onnx``, ``items.npy``,
     ``item_tokens.txt`` and ``manifest.json``. It appears whole or not at all."""
@@ -56,12 +73,14 @@ def export_model(loaded: LoadedModel, out_dir: str | os.PathLike, fmt: str = "on
         import onnx  # noqa: F401  (torch.onnx.export needs it)
     except ImportError:
         raise UsageError(f"exporting to ONNX needs the onnx package: {INSTALL_HINT}") from None
-    table = getattr(loaded.model, "item_embedding", None)
-    if not isinstance(table, nn.Embedding):
-        raise UsageError(f"model {loaded.config['model']} has no item_embedding table to export")
     if getattr(loaded.model, "user_token", None) is not None:
         raise UsageError("export of a model with user_features is not supported: the ONNX encoder takes "
                          "item histories only")
+    table = getattr(loaded.model, "item_embedding", None)
+    if not isinstance(table, nn.Embedding) or not _scores_are_user_times_items(loaded, table):
+        raise UsageError(f"model {loaded.config['model']} cannot be exported: its scores are not "
+                         f"forward(item_seq, item_seq_len) @ item_embedding.T, which the exported files compute "
+                         f"(AttnSeq, AttnRNN and RecBole's SASRec, GRU4Rec, NARM are)")
     target = Path(out_dir)
     if target.exists():
         raise UsageError(f"export folder {str(target)!r} exists already; choose a new one")

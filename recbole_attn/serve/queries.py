@@ -3,9 +3,9 @@ tokens, resolved to internal ids and cut to the model's input window."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from recbole.data.interaction import Interaction
@@ -52,6 +52,11 @@ class Queries:
     user_ids: torch.Tensor  # 0 (padding user) for ad-hoc histories
 
 
+def is_token_list(value: Any) -> bool:
+    """A list (or other iterable) of tokens; a string is one token, not its characters."""
+    return isinstance(value, Iterable) and not isinstance(value, (str, bytes))
+
+
 def resolve_queries(
     loaded: LoadedModel, users: Sequence[Any] | None, histories: Sequence[Sequence[Any]] | None, on_unknown: str
 ) -> Queries:
@@ -62,7 +67,7 @@ def resolve_queries(
         raise UsageError("give either users (known user tokens) or histories (lists of item tokens), not both")
     name = loaded.config["dataset"]
     if users is not None:
-        users = [users] if isinstance(users, (str, int)) else list(users)
+        users = list(users) if is_token_list(users) else [users]  # one user token
         ids = loaded.user_ids(users)
         _reject(f"unknown users in dataset {name}", [str(u) for u, i in zip(users, ids) if i is None], on_unknown)
         user_keys = [str(u) for u, i in zip(users, ids) if i is not None]
@@ -75,7 +80,8 @@ def resolve_queries(
             user_ids = user_ids[torch.tensor(has_history)]
         return Queries(list(user_keys), loaded.history_indptr, loaded.history_items, user_ids, user_ids)
 
-    if isinstance(histories, (str, bytes)) or (histories and isinstance(histories[0], (str, int))):
+    histories = list(cast(Iterable[Sequence[Any]], histories)) if is_token_list(histories) else None
+    if histories is None or not all(is_token_list(history) for history in histories):
         raise UsageError("histories must be a list of histories, each a list of item tokens (e.g. [['50', '172']])")
     keys: list[Any] = []
     sequences: list[list[int]] = []
