@@ -198,8 +198,7 @@ class LastCheckpoint(TrainerHook):
     def __init__(self, train_data: Any, extra: Callable[[], dict[str, Any]] = dict,
                  data_hash: str | None = None) -> None:
         self.train_data, self.extra = train_data, extra
-        # the training data's fingerprint (computed here unless the caller has it already)
-        self.data_hash = data_hash or data_fingerprint(getattr(train_data, "dataset", None))
+        self.data_hash = data_hash  # the training data's :func:`data_fingerprint`, computed once by the runner
         self.trainer: Any = None
         self.resumed_path: str | None = None  # set when the run goes on from a last checkpoint
         self.current_epoch: int | None = None  # epoch being trained

@@ -19,6 +19,7 @@ from typing import Any
 
 from recbole_attn.config import parse_cmd_args
 from recbole_attn.errors import OneLineArgumentParser, RunFailed, UsageError
+from recbole_attn.validation import check_unrepeated
 
 #: Subcommands that serve a trained checkpoint (:mod:`recbole_attn.serve`).
 SERVE_COMMANDS = ("recommend", "explain", "export")
@@ -140,10 +141,7 @@ def _features(text: str) -> dict[str, str]:
     pairs = [part.partition("=") for part in _split(text)]
     if not pairs or any(not sep or not key.strip() for key, sep, _ in pairs):
         raise UsageError(f"--user_features must be FIELD=TOKEN pairs separated by commas, got {text!r}")
-    names = [key.strip() for key, _, _ in pairs]
-    repeated = next((name for name in names if names.count(name) > 1), None)
-    if repeated:
-        raise UsageError(f"--user_features names {repeated!r} more than once, got {text!r}")
+    check_unrepeated("--user_features", [key.strip() for key, _, _ in pairs], text)
     return {key.strip(): value.strip() for key, _, value in pairs}
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,14 +72,19 @@ def text(key: str, value: Any) -> None:
         raise _fail(key, value, "a non-empty string")
 
 
+def check_unrepeated(key: str, names: Sequence[str], value: Any) -> None:
+    """Refuse a field named twice in ``value`` (its ``names``): the last
+    value would win, or the field would count twice."""
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UsageError(f"{key} names {', '.join(map(repr, repeated))} more than once, got {value!r}")
+
+
 def field_names(key: str, value: Any) -> None:
     names = [value] if isinstance(value, str) else value
     if names is not None and not (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
         raise _fail(key, value, "a list of field names")
-    given = list(names or ())
-    repeated = sorted({name for name in given if given.count(name) > 1})
-    if repeated:
-        raise UsageError(f"{key} names {', '.join(map(repr, repeated))} more than once, got {value!r}")
+    check_unrepeated(key, list(names or ()), value)
 
 
 def topk(key: str, value: Any) -> None:

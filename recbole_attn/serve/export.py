@@ -49,12 +49,12 @@ def _example_input(loaded: LoadedModel) -> tuple[torch.Tensor, torch.Tensor]:
     return tail_windows(loaded.history_indptr, loaded.history_items, with_history, loaded.max_length)
 
 
-def _scores_are_user_times_items(loaded: LoadedModel, table: nn.Embedding) -> bool:
-    """Whether the model's full-sort scores of two real histories are its
-    ``forward`` times the item table, as a client of the export computes them
-    (RecBole's BERT4Rec adds a bias, Caser needs the user id, ...)."""
+def _scores_are_user_times_items(loaded: LoadedModel, table: nn.Embedding, example: tuple[torch.Tensor, ...]) -> bool:
+    """Whether the model's full-sort scores of the ``example`` histories are
+    its ``forward`` times the item table, as a client of the export computes
+    them (RecBole's BERT4Rec adds a bias, Caser needs the user id, ...)."""
     model: Any = loaded.model
-    item_seq, lengths = (t.to(loaded.device) for t in _example_input(loaded))
+    item_seq, lengths = (t.to(loaded.device) for t in example)
     try:
         with torch.no_grad():
             user = model(item_seq, lengths)
@@ -77,7 +77,8 @@ def export_model(loaded: LoadedModel, out_dir: str | os.PathLike, fmt: str = "on
         raise UsageError("export of a model with user_features is not supported: the ONNX encoder takes "
                          "item histories only")
     table = getattr(loaded.model, "item_embedding", None)
-    if not isinstance(table, nn.Embedding) or not _scores_are_user_times_items(loaded, table):
+    example = _example_input(loaded)  # two real histories: the check's and the ONNX trace's input
+    if not isinstance(table, nn.Embedding) or not _scores_are_user_times_items(loaded, table, example):
         raise UsageError(f"model {loaded.config['model']} cannot be exported: its scores are not "
                          f"forward(item_seq, item_seq_len) @ item_embedding.T, which the exported files compute "
                          f"(AttnSeq, AttnRNN and RecBole's SASRec, GRU4Rec, NARM are)")
@@ -89,7 +90,7 @@ def export_model(loaded: LoadedModel, out_dir: str | os.PathLike, fmt: str = "on
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
     try:
         encoder = HistoryEncoder(loaded.model).eval().to("cpu")
-        item_seq, lengths = _example_input(loaded)
+        item_seq, lengths = example
         with torch.no_grad():
             torch.onnx.export(
                 encoder, (item_seq, lengths), str(staging / "history_encoder.onnx"),
