@@ -43,6 +43,7 @@ from recbole_attn.budget import fitted_seconds
 from recbole_attn.serialization import atomic_torch_save, plain_data
 from recbole_attn.errors import UsageError
 from recbole_attn.hooks import TrainerHook
+from recbole_attn.run_claim import in_use
 
 logger = logging.getLogger(__name__)
 
@@ -264,14 +265,17 @@ def find_last_checkpoint(
     """Newest ``*-last.pth`` (path, state) in ``checkpoint_dir`` written by a run with the
     same training settings as ``config`` (``resume=auto``) on the training
     data whose :func:`data_fingerprint` is ``data_hash`` (when given). Files
-    of another model or dataset are not candidates; unreadable files and
-    checkpoints of other settings or data are skipped with a warning naming
-    them."""
+    of another model or dataset are not candidates; unreadable files,
+    checkpoints of other settings or data, and those a running run holds
+    (:mod:`recbole_attn.run_claim`) are skipped with a warning naming them."""
     model, dataset = config["model"], config["dataset"]
     current = training_settings(config.final_config_dict)
     wanted = settings_fingerprint(current)
     candidates = sorted(Path(checkpoint_dir).glob(f"{model}-*{LAST_SUFFIX}"), key=lambda p: p.stat().st_mtime)
     for path in reversed(candidates):
+        if in_use(path):
+            logger.warning(f"resume=auto: skipping {path}: another run is training from it")
+            continue
         try:
             stored = load_checkpoint(path)
         except UsageError as error:

@@ -12,6 +12,7 @@ import os
 import time
 import uuid
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,7 @@ from recbole_attn.hooks import TrainerHook, build_hooked_trainer
 from recbole_attn.item_init import initialize_item_table
 from recbole_attn.logs import run_log, summary_logger
 from recbole_attn.models.base import AttnSequentialRecommender
+from recbole_attn.run_claim import CheckpointClaim, claim, lock_path
 from recbole_attn.results import machine, unique_results_path, versions, write_json_atomic
 from recbole_attn.trainer import AttnTrainer, NonFiniteLossError
 from recbole_attn.user_ranks import RANKS_SUFFIX, UserRanks
@@ -155,18 +157,25 @@ def _experiment(
     resume = named_resume or _auto_resume(config, data_hash)
     if resume:  # a checkpoint of another run fails here, before the trainer makes folders
         check_resumable(resume[1], resume[0], config, data_hash)
-    init_seed(config["seed"] + distributed.rank(), config["reproducibility"])  # RecBole: + local_rank, per machine
-    training = _build_training(config, splits.train, write_results, extra_hooks, data_hash)
-    trainer, clock = training.trainer, training.clock
-    finished = _resume(training, *resume, splits.train) if resume else False
+    with ExitStack() as claims:  # no other run may write this run's checkpoints until it has tested
+        if resume:
+            claims.enter_context(_claim_checkpoint(resume[0]))
+        init_seed(config["seed"] + distributed.rank(), config["reproducibility"])  # RecBole: + local_rank
+        training = _build_training(config, splits.train, write_results, extra_hooks, data_hash)
+        trainer, clock = training.trainer, training.clock
+        if resume:
+            finished = _resume(training, *resume, splits.train)
+        else:
+            claims.enter_context(_claim_checkpoint(training.last.path))
+            finished = False
 
-    fit_began = time.perf_counter()
-    stopped_by_budget = clock.budget_cut if finished else _fit(training, splits)
-    fit_seconds = clock.carried_seconds + time.perf_counter() - fit_began
-    distributed.barrier()  # rank 0 has finished writing the best model the test reloads
-    test_began = time.perf_counter()
-    test_result = _test(trainer, splits.test)
-    test_seconds = time.perf_counter() - test_began
+        fit_began = time.perf_counter()
+        stopped_by_budget = clock.budget_cut if finished else _fit(training, splits)
+        fit_seconds = clock.carried_seconds + time.perf_counter() - fit_began
+        distributed.barrier()  # rank 0 has finished writing the best model the test reloads
+        test_began = time.perf_counter()
+        test_result = _test(trainer, splits.test)
+        test_seconds = time.perf_counter() - test_began
 
     result: dict[str, Any] = {
         "model": config["model"],
@@ -398,6 +407,19 @@ def _auto_resume(config: AttnConfig, data_hash: str | None) -> tuple[str, dict[s
     if path is None:
         return None
     return found if found and found[0] == path else (path, load_checkpoint(path))
+
+
+def _claim_checkpoint(path: str) -> CheckpointClaim:
+    """Rank 0's claim on the last checkpoint ``path`` (the one process that
+    writes it); every process raises :class:`UsageError` when another run
+    holds it."""
+    held = claim(path) if distributed.is_rank_zero() else CheckpointClaim(path, None)
+    if not distributed.from_rank_zero(held is not None):
+        raise UsageError(
+            f"checkpoint {path} is in use: another run is training from it (it holds {lock_path(path)}); "
+            f"wait for that run to end, or start afresh without --resume"
+        )
+    return held or CheckpointClaim(path, None)
 
 
 def _diverged_message(error: Exception, last: LastCheckpoint) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,14 @@ from hypothesis import strategies as st
 import recbole_attn
 from recbole_attn.atomic import atomic_path
 from recbole_attn.bench import suite
-from recbole_attn.checkpoint import find_last_checkpoint, resume_obstacle, training_is_over
+from recbole_attn.checkpoint import find_last_checkpoint, last_checkpoint_path, resume_obstacle, training_is_over
 from recbole_attn.cli import main
 from recbole_attn.config import AttnConfig, parse_cmd_args
 from recbole_attn.data.checks import check_dataset_files
 from recbole_attn.errors import UsageError
+from recbole_attn.hooks import TrainerHook
 from recbole_attn.results import strict_json
+from recbole_attn.run_claim import claim, in_use, lock_path
 from recbole_attn.serialization import atomic_npz_save
 from recbole_attn.trainer import NONFINITE_CHECK_STEPS, AttnTrainer, NonFiniteLossError
 from recbole_attn.values import parse_value
@@ -430,6 +433,52 @@ def test_resume_reads_its_checkpoint_once(edge_root, tmp_path, monkeypatch):
                                    write_results=False)
         assert resumed["resumed_from"] == first["last_checkpoint"]
         assert reads.count(first["last_checkpoint"]) == 1
+
+
+class _LockSeen(TrainerHook):
+    """Records, after each training epoch, whether the run's last checkpoint is claimed."""
+
+    def __init__(self) -> None:
+        self.seen: list[bool] = []
+
+    def after_train_epoch(self, trainer, epoch_idx, train_data, loss) -> None:
+        self.seen.append(in_use(last_checkpoint_path(trainer.saved_model_file)))
+
+
+def test_a_run_holds_its_last_checkpoint_until_it_has_tested(edge_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = {**FAST, "epochs": 2, "data_path": str(edge_root), "checkpoint_dir": str(tmp_path / "saved")}
+    settings.pop("embedding_size")
+    seen = _LockSeen()
+    first = recbole_attn.run("AttnSeq", "edge", config_dict=settings, write_results=False, hooks=[seen])
+    assert seen.seen == [True, True]
+    assert not in_use(first["last_checkpoint"]) and not os.path.exists(lock_path(first["last_checkpoint"]))
+    resumed_seen = _LockSeen()
+    resumed = recbole_attn.run("AttnSeq", "edge", config_dict={**settings, "epochs": 3, "resume": "auto"},
+                               write_results=False, hooks=[resumed_seen])
+    assert resumed["resumed_from"] == first["last_checkpoint"] and resumed_seen.seen == [True]
+
+
+def test_resume_skips_or_refuses_a_checkpoint_another_run_is_training_from(edge_root, tmp_path, monkeypatch,
+                                                                           caplog):
+    """Two runs going on from one last checkpoint at once would write over
+    each other's checkpoints and test each other's best model."""
+    monkeypatch.chdir(tmp_path)
+    settings = {**FAST, "epochs": 1, "data_path": str(edge_root), "checkpoint_dir": str(tmp_path / "saved")}
+    settings.pop("embedding_size")
+    first = recbole_attn.run("AttnSeq", "edge", config_dict=settings, write_results=False)
+    longer = {**settings, "epochs": 2}
+    with claim(first["last_checkpoint"]) as running:
+        assert running is not None
+        with caplog.at_level(logging.WARNING):
+            fresh = recbole_attn.run("AttnSeq", "edge", config_dict={**longer, "resume": "auto"}, write_results=False)
+        assert fresh["resumed_from"] is None and "another run is training from it" in caplog.text
+        with pytest.raises(UsageError, match="is in use: another run is training from it"):
+            recbole_attn.run("AttnSeq", "edge", config_dict={**longer, "resume": first["last_checkpoint"]},
+                             write_results=False)
+    again = recbole_attn.run("AttnSeq", "edge", config_dict={**longer, "resume": first["last_checkpoint"]},
+                             write_results=False)
+    assert again["resumed_from"] == first["last_checkpoint"]
 
 
 def test_resume_skips_or_refuses_a_checkpoint_of_other_data_of_the_same_name(edge_root, tmp_path, caplog):
