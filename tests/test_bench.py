@@ -205,6 +205,23 @@ def test_command_line_errors_exit_2(capsys, tmp_path):
     assert budget_seconds("none") is None and budget_seconds("2.5") == 2.5
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--models=AttnSeq", "--time_budget=100"],
+     "--time_budget=100: the benchmark sets time_budget with its own --budget"),
+    (["--models=AttnSeq[epochs=3]"], "AttnSeq[epochs=3]: epochs=3: the benchmark sets epochs with its own --epochs"),
+    (["--models=AttnSeq", "--eval_args={'split': {'RS': [0.8, 0.1, 0.1]}, 'order': 'TO', 'mode': 'full'}"],
+     "needs a leave-one-out split"),
+])
+def test_settings_the_record_would_misstate_exit_2_before_training(args, message, capsys, tmp_path):
+    """A budget or cap set beside ``--budget``/``--epochs`` would train
+    under another value than the table states; a random split gives a user
+    several test rows, which the per-user comparison cannot pair."""
+    assert main([*args, f"--output_dir={tmp_path / 'out'}"]) == 2
+    error = capsys.readouterr().err
+    assert message in error and len(error.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_rows_not_yet_started_are_cancelled_when_a_row_cannot_be_recorded():
     trained = []
 
@@ -399,6 +416,17 @@ def test_time_to_quality_is_the_references_time_to_each_models_best():
     assert report.time_to_quality_table({"rows": rows, "reference": None}) == ""
 
 
+@pytest.mark.parametrize("filter_seen, heading", [
+    (True, "Published on the same files (full ranking, history excluded):"),
+    (False, "this table ranks it too (filter_seen off), so the two do not compare:"),
+])
+def test_published_anchors_say_whether_they_compare(filter_seen, heading):
+    row = fake_row("AttnSeq", 0.05)
+    row["result"]["config"]["filter_seen"] = filter_seen
+    text = report.markdown_document({**fake_record([row]), "dataset": "amazon-beauty"})
+    assert heading in text and "| ICLRec (Chen et al., WWW 2022) | 0.0403 | 0.0744 |" in text
+
+
 def test_the_document_has_the_time_to_quality_section_only_with_a_reference():
     rows = [fake_row("GRU4Rec", 0.05, seconds=100.0), fake_row("AttnSeq", 0.09)]
     record = fake_record(rows)
@@ -507,6 +535,40 @@ def test_merge_refuses_records_run_under_two_protocols(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "the records differ in filter_seen: true in" in error and "but false in" in error
     assert not (tmp_path / "merged").exists()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda result: result["config"].update(n_layers=1), "AttnSeq's settings differ between"),
+    (lambda result: result.update(data_fingerprint="f2"), "(data_fingerprint: 'f1' -> 'f2')"),
+    (lambda result: result.update(dataset_stats={"users": 945, "items": 1683}), "(users: 944 -> 945)"),
+])
+def test_merge_refuses_seeds_trained_with_other_defaults_or_on_other_data(tmp_path, capsys, edit, message):
+    """The command lines can agree while a model's defaults changed between
+    the commits the records ran on, or while ``data_path`` held other files
+    of the same name: what each run recorded decides."""
+    files = [saved_record(tmp_path / name, seed, {"AttnSeq": 1}) for name, seed in [("a", 1), ("b", 2)]]
+    for path, is_second in zip(files, [False, True]):
+        record = json.loads(path.read_text())
+        result = record["rows"][0]["result"]
+        result.update(data_fingerprint="f1", dataset_stats={"users": 944, "items": 1683})
+        result["config"]["n_layers"] = 2
+        if is_second:
+            edit(result)
+        path.write_text(json.dumps(record))
+    assert main([f"--merge={files[0]},{files[1]}", f"--output_dir={tmp_path / 'merged'}"]) == 2
+    error = capsys.readouterr().err
+    assert message in error and len(error.strip().splitlines()) == 1
+    assert not (tmp_path / "merged").exists()
+
+
+def test_merge_does_not_hold_a_setting_one_version_did_not_record_against_a_run(tmp_path, capsys):
+    files = [saved_record(tmp_path / name, seed, {"AttnSeq": 1}) for name, seed in [("a", 1), ("b", 2)]]
+    record = json.loads(files[1].read_text())
+    record["rows"][0]["result"]["config"]["readout"] = "last"  # a later version's new setting
+    record["rows"][0]["result"].update(data_fingerprint="f2", dataset_stats={"test_users": 60})
+    files[1].write_text(json.dumps(record))
+    assert main([f"--merge={files[0]},{files[1]}", f"--output_dir={tmp_path / 'merged'}"]) == 0, \
+        capsys.readouterr().err
 
 
 def test_a_difference_over_fewer_seeds_than_the_mean_names_them(tmp_path, capsys):

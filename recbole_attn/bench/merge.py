@@ -20,6 +20,7 @@ from typing import Any
 from recbole_attn.bench import report
 from recbole_attn.bench.rewrite import write_record
 from recbole_attn.bench.run_settings import comparable, record_settings
+from recbole_attn.checkpoint import training_settings
 from recbole_attn.errors import UsageError
 
 #: Record keys every merged benchmark must share: they define what a row means.
@@ -77,6 +78,7 @@ def check_mergeable(records: Sequence[dict[str, Any]], files: Sequence[Path]) ->
             raise UsageError(f"the records differ in {key}: {', '.join(sorted(values))}; "
                              f"only benchmarks with the same {', '.join(SAME_KEYS)} merge")
     check_same_protocol(records, files)
+    check_same_runs(records, files)
     seen: dict[tuple[str, Any], Path] = {}
     settings_of_label: dict[str, tuple[str, Path]] = {}
     tuned: dict[str, Path] = {}
@@ -124,6 +126,41 @@ def check_same_protocol(records: Sequence[dict[str, Any]], files: Sequence[Path]
             if text != first_text:
                 raise UsageError(f"the records differ in {key}: {first_text} in {os.fspath(first_path)!r} but "
                                  f"{text} in {os.fspath(path)!r}; only benchmarks run under one protocol merge")
+
+
+def check_same_runs(records: Sequence[dict[str, Any]], files: Sequence[Path]) -> None:
+    """Refuse records whose runs of one model label trained with other
+    settings than the seed (a default changed between the commits they ran
+    on), or whose data differ (another folder's files under the same
+    dataset name). Compared on what both runs recorded: a setting or count
+    an older version did not record is not held against it."""
+    first_of_label: dict[str, tuple[dict[str, Any], Path]] = {}
+    first_data: tuple[dict[str, Any], Path] | None = None
+    for record, path in zip(records, files):
+        for row in record["rows"]:
+            result = row.get("result")
+            if _failed(row) or not result:
+                continue
+            run = {**training_settings(result.get("config") or {}), "seed": None,
+                   "data_fingerprint": result.get("data_fingerprint")}
+            first, first_path = first_of_label.setdefault(row["label"], (run, path))
+            _refuse_differences(first, run, f"{row['label']}'s settings", first_path, path)
+            data = dict(result.get("dataset_stats") or {})
+            first_data = first_data or (data, path)
+            _refuse_differences(first_data[0], data, "the data", first_data[1], path)
+
+
+def _refuse_differences(first: dict[str, Any], other: dict[str, Any], subject: str, first_path: Path,
+                        path: Path) -> None:
+    """:class:`UsageError` naming the keys both hold with other values."""
+    differing = [key for key in sorted(first.keys() & other.keys())
+                 if first[key] is not None and other[key] is not None
+                 and json.dumps(first[key], sort_keys=True, default=str) != json.dumps(other[key], sort_keys=True,
+                                                                                       default=str)]
+    if differing:
+        shown = "; ".join(f"{key}: {first[key]!r} -> {other[key]!r}" for key in differing[:3])
+        raise UsageError(f"{subject} differ between {os.fspath(first_path)!r} and {os.fspath(path)!r} "
+                         f"({shown}): only runs of the same settings on the same data merge")
 
 
 def moved_row(row: dict[str, Any], source_folder: Path, paths: dict[str, Path]) -> dict[str, Any]:

@@ -400,8 +400,11 @@ def markdown_document(record: dict[str, Any]) -> str:
                       "validation NDCG@10 only; the test split is dropped before training in every trial. "
                       "Every trial is in the JSON under `tuning`."]
     anchors = published_table(record["dataset"])
-    if anchors:
+    if anchors and protocol(record["rows"])[0].get("filter_seen") is True:
         lines += ["", "Published on the same files (full ranking, history excluded):", "", anchors]
+    elif anchors:
+        lines += ["", "Published on these files with the user's history excluded from the ranking; this table "
+                      "ranks it too (filter_seen off), so the two do not compare:", "", anchors]
     speed = time_to_quality_table(record)
     if speed:
         reference = record["reference"]

@@ -111,6 +111,17 @@ def expand_models(models: Sequence[str], attention_types: Sequence[str] = ()) ->
     return rows
 
 
+#: Run settings the benchmark sets from its own options (and records as the rows' budget and cap).
+BENCHMARK_FLAGS = {"time_budget": "--budget=SECONDS|none", "epochs": "--epochs=N"}
+
+
+def refuse_benchmark_flags(settings: dict[str, Any], where: str) -> None:
+    """A :data:`BENCHMARK_FLAGS` key set elsewhere would train every row
+    under another value than the record states."""
+    for key in sorted(BENCHMARK_FLAGS.keys() & settings.keys()):
+        raise UsageError(f"{where}{key}={settings[key]}: the benchmark sets {key} with its own {BENCHMARK_FLAGS[key]}")
+
+
 def user_settings(config_files: Sequence[str], overrides: dict[str, str]) -> dict[str, Any]:
     """The keys (with values, YAML-read) the user set in config files and
     ``--key=value``; later wins, as in RecBole."""
@@ -143,6 +154,10 @@ def plan_rows(
     :data:`SHARED_PROPERTIES`, the model's and the project's defaults.
     ``seeds``: every row once per seed (default: the one seed configured)."""
     cmd = parse_cmd_args(overrides)
+    rows = expand_models(models, attention_types)
+    refuse_benchmark_flags(cmd, "--")
+    for label, _, row_keys in rows:
+        refuse_benchmark_flags(row_keys, f"{label}: ")
     user = user_settings(config_files, cmd)
     if seeds and "seed" in user:
         raise UsageError("give the seeds either as --seeds or as seed, not both")
@@ -151,7 +166,6 @@ def plan_rows(
         flags["data_path"] = str(data_path)
     effective = {**SHARED_PROPERTIES, **user, **flags}
     validate_settings({"seed": effective["seed"]})  # each row's seed is read below
-    rows = expand_models(models, attention_types)
     # a key reaches the models that declare it; one no model declares reaches all (and is warned about)
     known = {model: known_keys(registry.get_model_class(model)) for _, model, _ in rows}  # typos fail now
     declared_somewhere = set().union(*known.values())
@@ -190,6 +204,10 @@ def preflight(specs: Sequence[dict[str, Any]]) -> None:
         if "ndcg" not in metrics or 10 not in config["topk"]:
             raise UsageError(f"the benchmark compares NDCG@10: metrics must include NDCG and topk 10, "
                              f"got metrics={config['metrics']} topk={config['topk']}")
+        split = (config["eval_args"] or {}).get("split") or {}
+        if "LS" not in split:  # a random split gives a user several test rows
+            raise UsageError(f"the benchmark compares models per test user and needs a leave-one-out split "
+                             f"(eval_args split: {{'LS': 'valid_and_test'}}), got split={split}")
     check_dataset_files(configs[0])
 
 
