@@ -110,9 +110,7 @@ def known_keys(model_class: type) -> set[str]:
     """Keys that RecBole's, the project's or ``model_class``'s property files declare."""
     project = project_properties_dir()
     files = [*recbole_property_files(), project / "overall.yaml", *sorted((project / "dataset").glob("*.yaml"))]
-    model_file = registry.model_properties_file(model_class)
-    if model_file is not None:
-        files.append(model_file)
+    files += registry.model_properties_files(model_class)
     return declared_keys(files) | set(PROJECT_DEFAULTS) | CODE_ONLY_KEYS
 
 
@@ -194,9 +192,10 @@ class AttnConfig(Config):
         self.internal_config_dict.update(PROJECT_DEFAULTS)
         project = project_properties_dir()
         dataset_file = project / "dataset" / f"{dataset}.yaml"
-        for file in (project / "overall.yaml", dataset_file, registry.model_properties_file(model_class)):
-            if file is not None and file.is_file():
-                loaded = self._update_internal_config_dict(str(file))
+        for file in (project / "overall.yaml", dataset_file, *registry.model_properties_files(model_class)):
+            if file.is_file():
+                loaded = read_yaml_file(file)  # a plugin's broken YAML is one line naming it
+                self.internal_config_dict.update(loaded)
                 if file == dataset_file:
                     self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
 

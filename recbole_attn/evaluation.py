@@ -98,13 +98,25 @@ def item_scorer(model: Any, interaction: Any, n_items: int) -> ItemScorer:
     """Scores of item ranges for the batch's users: the model's own
     ``full_sort_scorer`` when it has one (our plugin models: the history is
     encoded once, each call is one ``(B, D) x (D, C)`` product), else slices
-    of its ``full_sort_predict`` matrix (RecBole's models).
+    of its ``full_sort_predict`` matrix (RecBole's models, and a plugin
+    that overrides ``full_sort_predict`` below the class giving it
+    ``full_sort_scorer``: its own scores are the ones to rank by).
     Raises ``NotImplementedError`` where the model has neither."""
     chunked = getattr(model, "full_sort_scorer", None)
-    if chunked is not None:
+    if chunked is not None and not _predicts_its_own_way(type(model)):
         return chunked(interaction)
     scores = model.full_sort_predict(interaction).view(-1, n_items)
     return lambda start, end: scores[:, start:end]
+
+
+def _predicts_its_own_way(model_class: type) -> bool:
+    """Whether ``full_sort_predict`` is defined lower in the class tree than
+    ``full_sort_scorer`` (a subclass replaced the scores, not the scorer)."""
+    def owner(name: str) -> type:
+        return next(klass for klass in model_class.__mro__ if name in vars(klass))
+
+    predict, scorer = owner("full_sort_predict"), owner("full_sort_scorer")
+    return predict is not scorer and issubclass(predict, scorer)
 
 
 @dataclass(frozen=True)

@@ -6,19 +6,25 @@ group :data:`ENTRY_POINT_GROUP`, e.g. in its ``pyproject.toml``::
     [project.entry-points."recbole_attn.models"]
     MyModel = "my_package.my_model:MyModel"
 
-The class may set ``properties_file`` (a path to its default YAML); the
-:class:`~recbole_attn.config.AttnConfig` layers that file under the user's.
+The entry point's name must be the class's name (RecBole names a model by
+its class, and checkpoints are served by that name), and may be neither a
+RecBole model's nor another plugin's: a name means one model. The class may
+set ``properties_file`` (a path to its default YAML); the
+:class:`~recbole_attn.config.AttnConfig` layers the files of its class tree
+(a subclass of AttnSeq gets AttnSeq's defaults under its own) under the
+user's.
 """
 from __future__ import annotations
 
 import functools
 import importlib
+import os
 import re
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
-from recbole_attn.errors import choice_error
+from recbole_attn.errors import UsageError, choice_error
 
 ENTRY_POINT_GROUP = "recbole_attn.models"
 
@@ -33,8 +39,18 @@ _RECBOLE_MODEL_PACKAGES = (
 
 @functools.cache
 def plugin_entry_points() -> dict[str, EntryPoint]:
-    """Entry points of every installed plugin model, by model name."""
+    """Entry points of every installed plugin model, by model name (one of
+    several that share a name: :func:`get_model_class` refuses those)."""
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _entry_points_named(name: str) -> list[EntryPoint]:
+    """The distinct entry points (by target) declared under the model name ``name``."""
+    found: list[EntryPoint] = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name and all(other.value != ep.value for other in found):  # one plugin seen twice
+            found.append(ep)
+    return found
 
 
 @functools.cache
@@ -59,24 +75,58 @@ def available_models() -> list[str]:
 
 
 def get_model_class(name: str) -> type:
-    """The model class called ``name``: a plugin's, else RecBole's."""
+    """The model class called ``name``: a plugin's, else RecBole's. A
+    plugin that cannot be loaded, is not a model class or shares its name
+    is one :class:`UsageError` line."""
     if name in plugin_entry_points():
-        return plugin_entry_points()[name].load()
+        return _load_plugin(name)
     if name in recbole_models():
         return getattr(importlib.import_module(recbole_models()[name]), name)
     raise choice_error("model", name, available_models())
 
 
-def model_properties_file(model_class: type) -> Path | None:
-    """The default YAML of a model: the plugin's ``properties_file``, or the
-    one RecBole ships for its own models; ``None`` when there is none."""
-    declared = getattr(model_class, "properties_file", None)
-    if declared is not None:
-        return Path(declared)
+def _load_plugin(name: str) -> type:
+    from recbole.model.abstract_recommender import AbstractRecommender
+
+    found = _entry_points_named(name) or [plugin_entry_points()[name]]
+    if len(found) > 1:
+        raise UsageError(f"model {name!r} is declared by {len(found)} plugins "
+                         f"({', '.join(ep.value for ep in found)}): uninstall all but one")
+    entry = found[0]
+    if name in recbole_models():
+        raise UsageError(f"plugin model {name!r} ({entry.value}) has the name of RecBole's own {name}: "
+                         f"rename the plugin's entry point and class")
+    try:
+        loaded = entry.load()
+    except Exception as error:  # any import-time failure of third-party code
+        raise UsageError(f"model {name!r}: its plugin {entry.value} cannot be loaded "
+                         f"({type(error).__name__}: {error})") from None
+    if not (isinstance(loaded, type) and issubclass(loaded, AbstractRecommender)):
+        raise UsageError(f"model {name!r}: its plugin {entry.value} is not a RecBole model class")
+    if loaded.__name__ != name:
+        raise UsageError(f"model {name!r}: its plugin {entry.value} is class {loaded.__name__}; RecBole names "
+                         f"a model by its class, so the entry point must be named {loaded.__name__}")
+    return loaded
+
+
+def model_properties_files(model_class: type) -> list[Path]:
+    """The default YAMLs of a model, most general first: along its class
+    tree, each class's own ``properties_file``, or for RecBole's models the
+    file RecBole ships. A declared file that is missing is a
+    :class:`UsageError` naming it."""
     import recbole
 
-    own = Path(recbole.__file__).parent / "properties" / "model" / f"{model_class.__name__}.yaml"
-    return own if own.is_file() else None
+    shipped = Path(recbole.__file__).parent / "properties" / "model"
+    files = []
+    for klass in reversed(model_class.__mro__):
+        declared = vars(klass).get("properties_file")
+        if declared is not None:
+            if not Path(declared).is_file():
+                raise UsageError(f"{klass.__name__}.properties_file {os.fspath(declared)} does not exist")
+            files.append(Path(declared))
+        elif klass.__module__.startswith("recbole.model.") and (shipped / f"{klass.__name__}.yaml").is_file():
+            files.append(shipped / f"{klass.__name__}.yaml")
+    return files
 
 
 def recbole_internal_config(config: Any, model: str, model_class: type, dataset: str) -> None:
@@ -123,8 +173,7 @@ def install_recbole_bridge() -> None:
 
             for key, value in PROJECT_DEFAULTS.items():
                 self.internal_config_dict.setdefault(key, value)
-            properties = model_properties_file(model_class)
-            if properties is not None and properties.is_file():
+            for properties in model_properties_files(model_class):
                 self.internal_config_dict.update(read_yaml_file(properties))
 
     setattr(get_model, "bridged", True)

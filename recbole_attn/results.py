@@ -7,7 +7,7 @@ import os
 import platform
 import time
 import uuid
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +55,15 @@ def unique_results_path(output_dir: str | os.PathLike, stem: str) -> Path:
     return Path(output_dir) / f"{stem}-{stamp}-{uuid.uuid4().hex[:6]}.json"
 
 
-def versions() -> dict[str, str]:
-    """Versions of everything that changes the numbers."""
+def versions(model_class: type | None = None) -> dict[str, str]:
+    """Versions of everything that changes the numbers: with ``model_class``
+    from a third-party plugin, that plugin's distribution too."""
     found = {"python": platform.python_version()}
-    for package in ("recbole-attn", "recbole", "torch", "numpy", "pandas", "scipy"):
+    packages = ["recbole-attn", "recbole", "torch", "numpy", "pandas", "scipy"]
+    top = model_class.__module__.split(".")[0] if model_class is not None else "recbole"
+    if top not in ("recbole", "recbole_attn"):
+        packages += packages_distributions().get(top, [top])  # a module on the path only: "not installed"
+    for package in packages:
         try:
             found[package] = version(package)
         except PackageNotFoundError:

@@ -206,13 +206,14 @@ def _experiment(
             # users the test split ranks (sharding splits the rows, not this count)
             "test_users": splits.test.sample_size if splits.test is not None else 0,
         },
+        "data_fingerprint": data_hash,
         "checkpoint": trainer.saved_model_file,
         "last_checkpoint": training.last.path,
         "log_file": str(log_file) if log_file else None,
         "resumed_from": resume[0] if resume else None,
         "world_size": distributed.world_size(),
         "config": plain_data(config.final_config_dict),
-        "versions": versions(),
+        "versions": versions(type(trainer.model)),
         "machine": machine(config["device"]),
     }
     if write_results and not distributed.is_rank_zero():

@@ -390,3 +390,32 @@ def test_predict_encodes_each_distinct_history_once_and_scores_every_row(model_n
         expected = (model(histories[rows], lengths[rows]) * model.item_embedding(items)).sum(-1)
     assert (3, 8) in embedded and (6, 8) not in embedded  # three distinct histories encoded, not six
     torch.testing.assert_close(scores, expected)
+
+
+class _Scored:
+    """A model with both ways of scoring: the chunked scorer and the matrix."""
+
+    def full_sort_scorer(self, interaction):
+        return lambda start, end: torch.zeros(1, end - start)
+
+    def full_sort_predict(self, interaction):
+        return torch.zeros(1, 4)
+
+
+class _OwnScores(_Scored):
+    def full_sort_predict(self, interaction):  # a plugin's own ranking, e.g. a popularity prior added
+        return torch.arange(4.0).view(1, 4)
+
+
+class _OwnScorer(_OwnScores):
+    def full_sort_scorer(self, interaction):
+        return lambda start, end: -torch.arange(float(start), float(end)).view(1, -1)
+
+
+def test_a_model_that_overrides_full_sort_predict_is_ranked_by_it():
+    """Evaluation and serving rank by the chunked scorer only where it is
+    the model's last word: a subclass that replaced ``full_sort_predict``
+    alone is ranked by its own scores."""
+    assert item_scorer(_Scored(), None, 4)(0, 4).tolist() == [[0.0, 0.0, 0.0, 0.0]]
+    assert item_scorer(_OwnScores(), None, 4)(1, 3).tolist() == [[1.0, 2.0]]
+    assert item_scorer(_OwnScorer(), None, 4)(1, 3).tolist() == [[-1.0, -2.0]]

@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+SEARCH_DIR = Path(__file__).resolve().parents[1] / "recbole_attn" / "properties" / "search"
 
 CHECK = """
 import recbole_attn
@@ -15,7 +18,9 @@ from recbole_attn.config import AttnConfig, project_properties_dir
 print(recbole_attn.__file__)
 print(project_properties_dir())
 for name in ("AttnSeq", "AttnRNN"):
-    assert registry.model_properties_file(registry.get_model_class(name)).is_file(), name
+    assert len(registry.model_properties_files(registry.get_model_class(name))) == 2, name
+from recbole_attn.bench import tuning
+assert tuning.available() == sorted(SEARCH_SPACES), tuning.available()  # --tune needs them installed
 config = AttnConfig("AttnSeq", "ml-100k")
 assert config["valid_metric"] == "NDCG@10" and config["train_mode"] == "all_positions"
 print("ok")
@@ -25,7 +30,9 @@ print("ok")
 @pytest.mark.slow
 def test_installed_package_works_from_any_directory(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    done = subprocess.run([sys.executable, "-c", CHECK], cwd=tmp_path, env=env, capture_output=True, text=True)
+    shipped = sorted(path.stem for path in SEARCH_DIR.glob("*.yaml"))
+    check = f"SEARCH_SPACES = {shipped!r}\n{CHECK}"
+    done = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     package_file, properties_dir, status = done.stdout.split()
     assert status == "ok"

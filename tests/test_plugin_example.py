@@ -44,11 +44,15 @@ def test_the_example_plugin_trains_benchmarks_and_serves(plugin_env, ml100k_root
     result = json.loads(results.read_text())
     assert result["config"]["train_mode"] == "all_positions" and result["config"]["hidden_size"] == 64  # its YAML
     assert 0 <= result["test"]["ndcg@10"] <= 1
+    assert result["versions"]["attn-pool-plugin"] == "0.1.0"  # the plugin's version is part of the record
 
+    # the base class's options (here the sampled-softmax loss) reach a plugin that does not list them
     _run(["-m", "recbole_attn", "bench", "--models=AttnPool", data, "--epochs=1", "--budget=none",
-          "--output_dir=bench", "--in_process", "--MAX_ITEM_LIST_LENGTH=20"], plugin_env, tmp_path)
+          "--output_dir=bench", "--in_process", "--MAX_ITEM_LIST_LENGTH=20", "--loss_type=SSM",
+          "--num_negatives=16"], plugin_env, tmp_path)
     [record] = (tmp_path / "bench").glob("*.json")
-    assert [row["status"] for row in json.loads(record.read_text())["rows"]] == ["ok"]
+    [row] = json.loads(record.read_text())["rows"]
+    assert row["status"] == "ok" and row["result"]["config"]["num_negatives"] == 16
 
     checkpoint = result["checkpoint"]
     served = _run([str(RUN_PY), "recommend", f"--checkpoint={checkpoint}", "--user=1"], plugin_env, tmp_path)

@@ -56,8 +56,9 @@ def search_space(model: str) -> dict[str, tuple[str, Any]]:
     :class:`UsageError` naming the file and key when it is missing or wrong."""
     file = search_space_file(model)
     if not file.is_file():
-        raise UsageError(f"--tune: no search space for {model} ({file} does not exist); "
-                         f"models with one: {', '.join(available())}")
+        raise UsageError(f"--tune: no search space for {model} ({file} does not exist; a plugin model names "
+                         f"its own with a search_space_file class attribute); models with one here: "
+                         f"{', '.join(available())}")
     space = {}
     for key, spec in read_yaml_file(file).items():
         if not (isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in DISTRIBUTIONS):

@@ -96,13 +96,14 @@ def synthetic_model(model: str | type, n_items: int, **settings: object) -> torc
     """A plugin model over a catalog of ``n_items`` ids (0 = padding) built
     without any dataset: its YAML defaults, RecBole's field names, then
     ``settings``. For scale benchmarks and memory tests on made-up catalogs."""
-    from recbole_attn.registry import get_model_class
+    from recbole_attn.registry import get_model_class, model_properties_files
 
     model_class = get_model_class(model) if isinstance(model, str) else model
     config = PlainConfig(
         USER_ID_FIELD="user_id", ITEM_ID_FIELD="item_id", LIST_SUFFIX="_list",
         ITEM_LIST_LENGTH_FIELD="item_length", NEG_PREFIX="neg_", MAX_ITEM_LIST_LENGTH=50, device="cpu",
     )
-    config.update(read_yaml_file(Path(getattr(model_class, "properties_file"))))
+    for properties in model_properties_files(model_class):
+        config.update(read_yaml_file(properties))
     config.update(settings)
     return model_class(config, SyntheticCatalog(n_items))

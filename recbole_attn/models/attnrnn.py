@@ -54,7 +54,7 @@ import torch
 from torch import nn
 
 from recbole_attn.errors import UsageError, check_choice, check_positive, check_probability
-from recbole_attn.models.base import AttnSequentialRecommender
+from recbole_attn.models.base import MODEL_PROPERTIES_DIR, AttnSequentialRecommender
 from recbole_attn.models.layers import AttentionPooling, zero_padding_row
 
 RNN_TYPES = {"gru": nn.GRU, "lstm": nn.LSTM}
@@ -67,6 +67,7 @@ class AttnRNN(AttnSequentialRecommender):
     """Recurrent encoder + attention pooling; the user vector is scored
     against the (tied) item embedding table."""
 
+    properties_file = MODEL_PROPERTIES_DIR / "AttnRNN.yaml"
     supports_all_positions = True
     supports_user_features = True
     option_choices = {

@@ -30,7 +30,7 @@ from recbole.utils import FeatureType
 from torch import nn
 
 from recbole_attn.errors import UsageError, check_choice, check_positive, check_probability
-from recbole_attn.models.base import AttnSequentialRecommender
+from recbole_attn.models.base import MODEL_PROPERTIES_DIR, AttnSequentialRecommender
 from recbole_attn.models.layers import (
     AttentionPooling,
     FieldTokenEmbedding,
@@ -71,6 +71,7 @@ class AttnSeq(AttnSequentialRecommender):
     """Causal multi-head self-attention recommender; scores are dot products
     with the (tied) item embedding table."""
 
+    properties_file = MODEL_PROPERTIES_DIR / "AttnSeq.yaml"
     supports_all_positions = True
     supports_user_features = True
     option_choices = {**AttnSequentialRecommender.option_choices, "feature_fusion": FEATURE_FUSIONS,

@@ -26,7 +26,8 @@ from recbole_attn.values import as_list
 TARGET_SEQ_FIELD = "target_item_list"
 LOSS_TYPES = ("CE", "BPR", "SSM")
 NEGATIVE_SAMPLERS = ("uniform", "popularity")
-_PROPERTIES_DIR = Path(__file__).resolve().parents[1] / "properties" / "model"
+#: Where the package's models keep their default YAML.
+MODEL_PROPERTIES_DIR = Path(__file__).resolve().parents[1] / "properties" / "model"
 
 
 class AttnSequentialRecommender(SequentialRecommender):
@@ -39,18 +40,14 @@ class AttnSequentialRecommender(SequentialRecommender):
     with RecBole's negatives in prefix mode, ours in all-positions mode.
     """
 
-    properties_file: ClassVar[Path]
+    #: The options this class reads (losses, negatives, user token), layered under each subclass's own file.
+    properties_file: ClassVar[Path] = MODEL_PROPERTIES_DIR / "AttnSequentialRecommender.yaml"
     #: Whether ``encode`` gives a causal vector per position.
     supports_all_positions: ClassVar[bool] = False
     #: Valid values of the model's text options; the config checks them before any data is read.
     option_choices: ClassVar[dict[str, tuple[str, ...]]] = {
         "loss_type": LOSS_TYPES, "negative_sampler": NEGATIVE_SAMPLERS,
     }
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "properties_file" not in cls.__dict__:  # a plugin's own file wins
-            cls.properties_file = _PROPERTIES_DIR / f"{cls.__name__}.yaml"
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)

@@ -63,7 +63,8 @@ def explain(
         names = model.attention_panels()
     except (AttributeError, NotImplementedError):  # RecBole's models, plugins without attention
         raise UsageError(
-            f"model {loaded.config['model']} exposes no attention weights; explain supports AttnSeq and AttnRNN"
+            f"model {loaded.config['model']} exposes no attention weights; explain supports AttnSeq, AttnRNN "
+            f"and plugin models with attention_panels and attention_weights"
         ) from None
     if (history is None) == (user is None):
         raise UsageError("give either a history (list of item tokens) or a user, not both")
