@@ -23,7 +23,9 @@ from recbole_attn.models.attnrnn import AttnRNN
 from recbole_attn import results
 from recbole_attn.bench import plots, report, suite, time_to_quality
 from recbole_attn.bench.cli import budget_seconds, main
+from recbole_attn.config import parse_cmd_args
 from recbole_attn.errors import UsageError
+from recbole_attn.values import parse_values
 from recbole_attn.user_ranks import UserHits, save_user_hits
 
 METRICS = [f"{name}@{k}" for name in ("recall", "mrr", "ndcg", "hit") for k in (5, 10, 20)]
@@ -444,14 +446,19 @@ def hits_at(rank: int, users: int = 4) -> UserHits:
     return UserHits(np.arange(1, users + 1), table, np.ones(users, dtype=np.int64))
 
 
-def saved_record(folder: Path, seed: int, ranks: dict[str, int], **keys) -> Path:
+def saved_record(folder: Path, seed: int, ranks: dict[str, int], received_by: set[str] | None = None,
+                 **keys) -> Path:
     """A finished one-seed benchmark record in ``folder`` whose models rank
-    every user's target at ``ranks[label]``, with its per-user hits."""
+    every user's target at ``ranks[label]``, with its per-user hits; the
+    ``overrides`` are in the run configs of the ``received_by`` models (all)."""
     folder.mkdir(parents=True)
     rows = []
+    given = parse_values(parse_cmd_args(keys.get("overrides", [])))
     for label, rank in ranks.items():
         save_user_hits(folder / f"{label}-{seed}.ranks.npz", hits_at(rank))
         rows.append(fake_row(label, 0.1 / rank, seed=seed, ranks_file=f"{label}-{seed}.ranks.npz"))
+        if received_by is None or label in received_by:
+            rows[-1]["result"]["config"].update(given)
     record = {**fake_record(rows), "command": f"python -m recbole_attn.bench --seeds={seed}",
               "reference": "AttnSeq", **keys}
     path = folder / "bench.json"
@@ -600,6 +607,17 @@ def test_the_settings_column_names_the_files_and_settings_each_model_ran_with(tm
     [markdown] = (tmp_path / "merged").glob("*.md")
     text = markdown.read_text()
     assert "| AttnSeq | properties/sparse.yaml, n_layers=3 | 1 |" in text and "| GRU4Rec | defaults | 1 |" in text
+
+
+def test_the_settings_column_leaves_out_a_setting_the_model_never_received(tmp_path, capsys):
+    """``--num_negatives=64`` reaches the models that declare it; GRU4Rec's
+    row must not read as if it had trained with it."""
+    path = saved_record(tmp_path / "a", 1, {"AttnSeq": 1, "GRU4Rec": 2}, received_by={"AttnSeq"},
+                        overrides=["--num_negatives=64"])
+    assert main([f"--report={path}"]) == 0, capsys.readouterr().err
+    [markdown] = (tmp_path / "a").glob("*.md")
+    text = markdown.read_text()
+    assert "| AttnSeq | num_negatives=64 | 1 |" in text and "| GRU4Rec | defaults | 1 |" in text
 
 
 def test_a_tuned_value_replaces_the_command_lines_in_the_settings_column(tmp_path, capsys):

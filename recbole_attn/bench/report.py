@@ -273,9 +273,11 @@ def summary_table(record: dict[str, Any]) -> str:
             paired = compared["seeds"]
             difference += f" ({'seed' if len(paired) == 1 else 'seeds'} {', '.join(map(str, paired))})"
         settings = (record.get("tuning") or {}).get(label, {}).get("best") or rows[0].get("settings")
+        received = (rows[0].get("result") or {}).get("config")
         ran_with = [word for word in run_settings.settings_words(run_settings.row_settings(record, rows[0]))
                     if word.partition("=")[0] not in PROTOCOL_KEYS  # those head the document
-                    and word.partition("=")[0] not in (settings or {})]  # a tuned value replaced it
+                    and word.partition("=")[0] not in (settings or {})  # a tuned value replaced it
+                    and ("=" not in word or received is None or word.partition("=")[0] in received)]  # its model's
         epochs = [f"{row['epochs_run']} ({row['best_epoch']})" for row in done]
         lines.append(" | ".join([
             f"| {label}", format_settings(settings, ran_with), runs, mean_std(ndcg),
