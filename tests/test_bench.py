@@ -168,6 +168,18 @@ def test_models_expand_to_rows(models, types, expected):
     assert suite.expand_models(models, types) == expected
 
 
+def test_attention_types_expand_every_model_that_declares_them(monkeypatch):
+    class PluginAttn:  # a plugin model with attention_type choices of its own
+        option_choices = {"attention_type": ("dot", "general")}
+
+    real = suite.registry.get_model_class
+    monkeypatch.setattr(suite.registry, "get_model_class",
+                        lambda name: PluginAttn if name == "PluginAttn" else real(name))
+    assert suite.expand_models(["PluginAttn", "AttnSeq"], ["dot", "general"]) == [
+        ("PluginAttn[dot]", "PluginAttn", {"attention_type": "dot"}),
+        ("PluginAttn[general]", "PluginAttn", {"attention_type": "general"}), ("AttnSeq", "AttnSeq", {})]
+
+
 @pytest.mark.parametrize("models", [["AttnSeq", "AttnSeq"], ["AttnRNN[general", "x"], ["AttnSeqq"], [],
                                     ["AttnSeq[=x]"], ["AttnSeq[readout=attention;oops]"]])
 def test_bad_model_lists_fail_before_training(models):

@@ -21,7 +21,7 @@ import torch
 from recbole_attn import registry
 from recbole_attn.bench import measure, plots, report, tuning
 from recbole_attn.bench.worker import STOP_WITH_PARENT
-from recbole_attn.config import AttnConfig, known_keys, parse_cmd_args
+from recbole_attn.config import AttnConfig, known_keys, model_option_choices, parse_cmd_args
 from recbole_attn.data.checks import check_dataset_files
 from recbole_attn.errors import UsageError
 from recbole_attn.results import machine, versions
@@ -32,8 +32,6 @@ DEFAULT_MODELS = ("AttnSeq", "AttnRNN", "SASRec", "GRU4Rec", "NARM", "STAMP", "B
                   "LightSANs", "CORE")
 #: The row every other is compared with unless ``reference`` says otherwise.
 DEFAULT_REFERENCE = "AttnSeq"
-#: Models with an ``attention_type`` option: ``--attention_types`` gives each type its own row.
-ATTENTION_TYPE_MODELS = ("AttnRNN",)
 #: What every model shares; config files and ``--key=value`` override them.
 SHARED_PROPERTIES: dict[str, Any] = {
     "seed": 2020,
@@ -85,11 +83,18 @@ def parse_row_keys(name: str, inside: str) -> dict[str, Any]:
     return keys
 
 
+def has_attention_types(model: str) -> bool:
+    """Whether ``model`` declares ``attention_type`` choices (AttnRNN, or a
+    plugin's): ``--attention_types`` gives each type its own row."""
+    return "attention_type" in model_option_choices(registry.get_model_class(model))
+
+
 def expand_models(models: Sequence[str], attention_types: Sequence[str] = ()) -> list[tuple[str, str, dict]]:
     """``(label, model, row keys)`` per row: ``AttnRNN[general]`` is AttnRNN
     with ``attention_type=general``, ``AttnSeq[readout=attention]`` AttnSeq
     with that key (a variant beside the default row); ``attention_types``
-    expands a plain ``AttnRNN`` into one row per type."""
+    expands a plain AttnRNN (any model with ``attention_type`` choices)
+    into one row per type."""
     rows = []
     for name in models:
         match = _ROW_NAME.fullmatch(name)
@@ -98,7 +103,7 @@ def expand_models(models: Sequence[str], attention_types: Sequence[str] = ()) ->
         model, inside = match.groups()
         if inside:
             rows.append((name, model, parse_row_keys(name, inside)))
-        elif attention_types and model in ATTENTION_TYPE_MODELS:
+        elif attention_types and has_attention_types(model):
             rows += [(f"{model}[{kind}]", model, {"attention_type": kind}) for kind in attention_types]
         else:
             rows.append((model, model, {}))
