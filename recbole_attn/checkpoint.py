@@ -32,6 +32,7 @@ import os
 import random
 import re
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from recbole_attn.budget import fitted_seconds
 from recbole_attn.serialization import atomic_torch_save, plain_data
 from recbole_attn.errors import UsageError
 from recbole_attn.hooks import TrainerHook
-from recbole_attn.run_claim import in_use
+from recbole_attn.run_claim import claim
 
 logger = logging.getLogger(__name__)
 
@@ -260,43 +261,61 @@ class LastCheckpoint(TrainerHook):
 # ----------------------------------------------------------------------------- resuming
 
 def find_last_checkpoint(
-    checkpoint_dir: str | os.PathLike, config: Any, data_hash: str | None = None
+    checkpoint_dir: str | os.PathLike, config: Any, data_hash: str | None = None,
+    claims: ExitStack | None = None,
 ) -> tuple[str, dict[str, Any]] | None:
     """Newest ``*-last.pth`` (path, state) in ``checkpoint_dir`` written by a run with the
     same training settings as ``config`` (``resume=auto``) on the training
     data whose :func:`data_fingerprint` is ``data_hash`` (when given). Files
     of another model or dataset are not candidates; unreadable files,
-    checkpoints of other settings or data, and those a running run holds
-    (:mod:`recbole_attn.run_claim`) are skipped with a warning naming them."""
-    model, dataset = config["model"], config["dataset"]
-    current = training_settings(config.final_config_dict)
-    wanted = settings_fingerprint(current)
-    candidates = sorted(Path(checkpoint_dir).glob(f"{model}-*{LAST_SUFFIX}"), key=lambda p: p.stat().st_mtime)
+    checkpoints of other settings or data, and (given ``claims``) those a
+    running run holds are skipped with a warning naming them. With
+    ``claims`` the checkpoint found is claimed (:mod:`recbole_attn.run_claim`)
+    before it is read, and the claim is entered into ``claims``."""
+    candidates = sorted(Path(checkpoint_dir).glob(f"{config['model']}-*{LAST_SUFFIX}"),
+                        key=lambda p: p.stat().st_mtime)
     for path in reversed(candidates):
-        if in_use(path):
+        held = claim(path) if claims is not None else None
+        if claims is not None and held is None:
             logger.warning(f"resume=auto: skipping {path}: another run is training from it")
             continue
-        try:
-            stored = load_checkpoint(path)
-        except UsageError as error:
-            logger.warning(f"resume=auto: skipping {path}: {error}")
+        found = _resumable_candidate(path, config, data_hash)
+        if found is None:
+            if held is not None:
+                held.release()
             continue
-        if stored["config"].get("model") != model or stored["config"].get("dataset") != dataset:
-            continue
-        if _fingerprint_of(stored) != wanted:
-            differing = differing_settings(training_settings(stored["config"]), current)
-            logger.warning(f"resume=auto: skipping {path}: it was trained with other settings "
-                           f"({'; '.join(differing[:3]) or 'unknown'})")
-            continue
-        if not same_data(stored, data_hash):
-            logger.warning(f"resume=auto: skipping {path}: it was trained on other data named {dataset!r}")
-            continue
-        obstacle = resume_obstacle(stored, config["epochs"], config["time_budget"])
-        if obstacle:
-            logger.warning(f"resume=auto: skipping {path}: {obstacle}")
-            continue
-        return str(path), stored
+        if held is not None and claims is not None:
+            claims.enter_context(held)
+        return str(path), found
     return None
+
+
+def _resumable_candidate(path: Path, config: Any, data_hash: str | None) -> dict[str, Any] | None:
+    """The state of the last checkpoint ``path`` if a run of ``config`` may go
+    on from it; else None, with a warning when it is another run's of this
+    model and dataset."""
+    model, dataset = config["model"], config["dataset"]
+    current = training_settings(config.final_config_dict)
+    try:
+        stored = load_checkpoint(path)
+    except UsageError as error:
+        logger.warning(f"resume=auto: skipping {path}: {error}")
+        return None
+    if stored["config"].get("model") != model or stored["config"].get("dataset") != dataset:
+        return None
+    if _fingerprint_of(stored) != settings_fingerprint(current):
+        differing = differing_settings(training_settings(stored["config"]), current)
+        logger.warning(f"resume=auto: skipping {path}: it was trained with other settings "
+                       f"({'; '.join(differing[:3]) or 'unknown'})")
+        return None
+    if not same_data(stored, data_hash):
+        logger.warning(f"resume=auto: skipping {path}: it was trained on other data named {dataset!r}")
+        return None
+    obstacle = resume_obstacle(stored, config["epochs"], config["time_budget"])
+    if obstacle:
+        logger.warning(f"resume=auto: skipping {path}: {obstacle}")
+        return None
+    return stored
 
 
 def same_data(state: dict[str, Any], wanted: str | None) -> bool:

@@ -110,13 +110,14 @@ def item_scorer(model: Any, interaction: Any, n_items: int) -> ItemScorer:
 
 
 def _predicts_its_own_way(model_class: type) -> bool:
-    """Whether ``full_sort_predict`` is defined lower in the class tree than
-    ``full_sort_scorer`` (a subclass replaced the scores, not the scorer)."""
-    def owner(name: str) -> type:
-        return next(klass for klass in model_class.__mro__ if name in vars(klass))
+    """Whether ``full_sort_predict`` comes before ``full_sort_scorer`` in the
+    class's method order (a subclass or mixin replaced the scores, not the
+    scorer)."""
+    def position(name: str) -> int:
+        found = [index for index, klass in enumerate(model_class.__mro__) if name in vars(klass)]
+        return found[0] if found else len(model_class.__mro__)
 
-    predict, scorer = owner("full_sort_predict"), owner("full_sort_scorer")
-    return predict is not scorer and issubclass(predict, scorer)
+    return position("full_sort_predict") < position("full_sort_scorer")
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ def _load_plugin(name: str) -> type:
         loaded = entry.load()
     except Exception as error:  # any import-time failure of third-party code
         raise UsageError(f"model {name!r}: its plugin {entry.value} cannot be loaded "
-                         f"({type(error).__name__}: {error})") from None
+                         f"({type(error).__name__}: {' '.join(str(error).split())})") from None
     if not (isinstance(loaded, type) and issubclass(loaded, AbstractRecommender)):
         raise UsageError(f"model {name!r}: its plugin {entry.value} is not a RecBole model class")
     if loaded.__name__ != name:

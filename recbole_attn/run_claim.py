@@ -11,11 +11,13 @@ refused. The operating system drops the lock when its process ends, even
 when killed, so a crashed run never leaves a stale claim behind (the file
 may stay; an unheld lock file claims nothing).
 
-Where ``fcntl`` is missing (Windows) claims always succeed: nothing is
-locked there.
+Where ``fcntl`` is missing (Windows), or the file system cannot lock (or
+the folder is read-only), claims succeed without a lock: the run goes on
+as it would have without this check, with a warning.
 """
 from __future__ import annotations
 
+import logging
 import os
 from types import ModuleType
 from typing import Any
@@ -27,6 +29,7 @@ except ImportError:  # Windows
     fcntl = None
 
 LOCK_SUFFIX = ".lock"
+logger = logging.getLogger(__name__)
 
 
 def lock_path(checkpoint: str | os.PathLike) -> str:
@@ -66,33 +69,27 @@ def claim(checkpoint: str | os.PathLike) -> CheckpointClaim | None:
     if fcntl is None:
         return CheckpointClaim(checkpoint, None)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:  # a read-only folder: nothing can write this checkpoint's files anyway
+            return _unlocked(checkpoint, error)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return None
+        except OSError as error:  # a file system without locks (ENOLCK, ENOSYS)
+            os.close(fd)
+            return _unlocked(checkpoint, error)
         if _still_named(fd, path):
             return CheckpointClaim(checkpoint, fd)
         os.close(fd)  # its holder released it (and removed the file) while we opened it: try the new file
 
 
-def in_use(checkpoint: str | os.PathLike) -> bool:
-    """Whether another run holds ``checkpoint``'s lock (asks without
-    creating a lock file or keeping the lock)."""
-    if fcntl is None:
-        return False
-    try:
-        fd = os.open(lock_path(checkpoint), os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing drops a lock taken here
-    return False
+def _unlocked(checkpoint: str | os.PathLike, error: OSError) -> CheckpointClaim:
+    logger.warning(f"cannot lock {lock_path(checkpoint)} ({error.strerror or error}): going on without "
+                   f"the check that no other run writes {os.fspath(checkpoint)}")
+    return CheckpointClaim(checkpoint, None)
 
 
 def _still_named(fd: int, path: str) -> bool:

@@ -137,45 +137,45 @@ def _run_config(
         check_writable_dir(config["output_dir"], "output_dir")
     check_dataset_files(config)
     resume = config["resume"]
-    named = None
-    if resume not in (None, "", False) and str(resume).lower() != "auto":
-        named = (str(resume), load_checkpoint(str(resume)))  # missing or unreadable: fails before the data is read
-    with run_log(config) as log_file:
-        summary_logger.info(config)
-        return _experiment(config, began, write_results, extra_hooks, log_file, test, named)
+    with ExitStack() as claims:  # no other run may write this run's checkpoints until it has tested
+        named = None
+        if resume not in (None, "", False) and str(resume).lower() != "auto":
+            if os.path.isfile(str(resume)):  # claimed before it is read: the state read is the latest
+                claims.enter_context(_claim_checkpoint(str(resume)))
+            named = (str(resume), load_checkpoint(str(resume)))  # missing or unreadable: fails before the data
+        with run_log(config) as log_file:
+            summary_logger.info(config)
+            return _experiment(config, began, write_results, extra_hooks, log_file, claims, test, named)
 
 
 def _experiment(
     config: AttnConfig, began: float, write_results: bool, extra_hooks: Sequence[TrainerHook], log_file: Any,
-    test: bool = True, named_resume: tuple[str, dict[str, Any]] | None = None,
+    claims: ExitStack, test: bool = True, named_resume: tuple[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     init_seed(config["seed"], config["reproducibility"])
     splits = _load_splits(config, test)
     data_seconds = time.perf_counter() - began
 
     data_hash = data_fingerprint(splits.train.dataset)
-    resume = named_resume or _auto_resume(config, data_hash)
+    resume = named_resume or _auto_resume(config, data_hash, claims)
     if resume:  # a checkpoint of another run fails here, before the trainer makes folders
         check_resumable(resume[1], resume[0], config, data_hash)
-    with ExitStack() as claims:  # no other run may write this run's checkpoints until it has tested
-        if resume:
-            claims.enter_context(_claim_checkpoint(resume[0]))
-        init_seed(config["seed"] + distributed.rank(), config["reproducibility"])  # RecBole: + local_rank
-        training = _build_training(config, splits.train, write_results, extra_hooks, data_hash)
-        trainer, clock = training.trainer, training.clock
-        if resume:
-            finished = _resume(training, *resume, splits.train)
-        else:
-            claims.enter_context(_claim_checkpoint(training.last.path))
-            finished = False
+    init_seed(config["seed"] + distributed.rank(), config["reproducibility"])  # RecBole: + local_rank, per machine
+    training = _build_training(config, splits.train, write_results, extra_hooks, data_hash)
+    trainer, clock = training.trainer, training.clock
+    if resume:
+        finished = _resume(training, *resume, splits.train)
+    else:
+        claims.enter_context(_claim_checkpoint(training.last.path))
+        finished = False
 
-        fit_began = time.perf_counter()
-        stopped_by_budget = clock.budget_cut if finished else _fit(training, splits)
-        fit_seconds = clock.carried_seconds + time.perf_counter() - fit_began
-        distributed.barrier()  # rank 0 has finished writing the best model the test reloads
-        test_began = time.perf_counter()
-        test_result = _test(trainer, splits.test)
-        test_seconds = time.perf_counter() - test_began
+    fit_began = time.perf_counter()
+    stopped_by_budget = clock.budget_cut if finished else _fit(training, splits)
+    fit_seconds = clock.carried_seconds + time.perf_counter() - fit_began
+    distributed.barrier()  # rank 0 has finished writing the best model the test reloads
+    test_began = time.perf_counter()
+    test_result = _test(trainer, splits.test)
+    test_seconds = time.perf_counter() - test_began
 
     result: dict[str, Any] = {
         "model": config["model"],
@@ -395,14 +395,16 @@ def _create_dataset(config: AttnConfig) -> Any:
     return data
 
 
-def _auto_resume(config: AttnConfig, data_hash: str | None) -> tuple[str, dict[str, Any]] | None:
+def _auto_resume(config: AttnConfig, data_hash: str | None, claims: ExitStack) -> tuple[str, dict[str, Any]] | None:
     """``resume=auto``: the newest last checkpoint (path, state) of this
     model and dataset, trained on the data whose fingerprint is
-    ``data_hash``, in ``checkpoint_dir``; rank 0 picks it for every process
-    (none found: start afresh)."""
+    ``data_hash``, in ``checkpoint_dir``, that no other run holds; rank 0
+    picks and claims it (into ``claims``) for every process (none found:
+    start afresh)."""
     if str(config["resume"]).lower() != "auto":
         return None
-    found = find_last_checkpoint(config["checkpoint_dir"], config, data_hash)
+    found = (find_last_checkpoint(config["checkpoint_dir"], config, data_hash, claims)
+             if distributed.is_rank_zero() else None)
     path = distributed.from_rank_zero(found[0] if found else None)
     logger.info(f"resume=auto: {path or 'no last checkpoint found, starting afresh'}")
     if path is None:

@@ -16,6 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import recbole_attn
+from recbole_attn import checkpoint as checkpoint_module
+from recbole_attn import runner
 from recbole_attn.atomic import atomic_path
 from recbole_attn.bench import suite
 from recbole_attn.checkpoint import find_last_checkpoint, last_checkpoint_path, resume_obstacle, training_is_over
@@ -25,7 +27,8 @@ from recbole_attn.data.checks import check_dataset_files
 from recbole_attn.errors import UsageError
 from recbole_attn.hooks import TrainerHook
 from recbole_attn.results import strict_json
-from recbole_attn.run_claim import claim, in_use, lock_path
+from recbole_attn.run_claim import claim, lock_path
+from tests.test_run_claim import in_use
 from recbole_attn.serialization import atomic_npz_save
 from recbole_attn.trainer import NONFINITE_CHECK_STEPS, AttnTrainer, NonFiniteLossError
 from recbole_attn.values import parse_value
@@ -450,13 +453,21 @@ def test_a_run_holds_its_last_checkpoint_until_it_has_tested(edge_root, tmp_path
     settings = {**FAST, "epochs": 2, "data_path": str(edge_root), "checkpoint_dir": str(tmp_path / "saved")}
     settings.pop("embedding_size")
     seen = _LockSeen()
+    real_test = runner._test
+
+    def test_seeing_the_lock(trainer, test_data):
+        seen.seen.append(in_use(last_checkpoint_path(trainer.saved_model_file)))
+        return real_test(trainer, test_data)
+
+    monkeypatch.setattr(runner, "_test", test_seeing_the_lock)
     first = recbole_attn.run("AttnSeq", "edge", config_dict=settings, write_results=False, hooks=[seen])
-    assert seen.seen == [True, True]
+    assert seen.seen == [True, True, True]  # both epochs and the test
     assert not in_use(first["last_checkpoint"]) and not os.path.exists(lock_path(first["last_checkpoint"]))
     resumed_seen = _LockSeen()
     resumed = recbole_attn.run("AttnSeq", "edge", config_dict={**settings, "epochs": 3, "resume": "auto"},
                                write_results=False, hooks=[resumed_seen])
     assert resumed["resumed_from"] == first["last_checkpoint"] and resumed_seen.seen == [True]
+    assert not os.path.exists(lock_path(first["last_checkpoint"]))
 
 
 def test_resume_skips_or_refuses_a_checkpoint_another_run_is_training_from(edge_root, tmp_path, monkeypatch,
@@ -479,6 +490,29 @@ def test_resume_skips_or_refuses_a_checkpoint_another_run_is_training_from(edge_
     again = recbole_attn.run("AttnSeq", "edge", config_dict={**longer, "resume": first["last_checkpoint"]},
                              write_results=False)
     assert again["resumed_from"] == first["last_checkpoint"]
+
+
+def test_a_resumed_checkpoint_is_claimed_before_it_is_read(edge_root, tmp_path, monkeypatch):
+    """Read before the claim, the state could be an older copy of what the
+    run that held it wrote since, and the resumed run would write over it."""
+    monkeypatch.chdir(tmp_path)
+    settings = {**FAST, "epochs": 1, "data_path": str(edge_root), "checkpoint_dir": str(tmp_path / "saved")}
+    settings.pop("embedding_size")
+    first = recbole_attn.run("AttnSeq", "edge", config_dict=settings, write_results=False)
+    claimed_when_read: list[bool] = []
+    real_load = checkpoint_module.load_checkpoint
+
+    def load_seeing_the_claim(path, *args, **kwargs):
+        claimed_when_read.append(in_use(path))
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module, "load_checkpoint", load_seeing_the_claim)
+    monkeypatch.setattr(runner, "load_checkpoint", load_seeing_the_claim)
+    for resume in (first["last_checkpoint"], "auto"):
+        claimed_when_read.clear()
+        recbole_attn.run("AttnSeq", "edge", config_dict={**settings, "epochs": 2, "resume": resume},
+                         write_results=False)
+        assert claimed_when_read and all(claimed_when_read), resume
 
 
 def test_resume_skips_or_refuses_a_checkpoint_of_other_data_of_the_same_name(edge_root, tmp_path, caplog):

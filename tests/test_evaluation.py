@@ -412,6 +412,15 @@ class _OwnScorer(_OwnScores):
         return lambda start, end: -torch.arange(float(start), float(end)).view(1, -1)
 
 
+class _PriorMixin:
+    def full_sort_predict(self, interaction):
+        return torch.full((1, 4), 7.0)
+
+
+class _WithMixin(_PriorMixin, _Scored):
+    pass
+
+
 def test_a_model_that_overrides_full_sort_predict_is_ranked_by_it():
     """Evaluation and serving rank by the chunked scorer only where it is
     the model's last word: a subclass that replaced ``full_sort_predict``
@@ -419,3 +428,4 @@ def test_a_model_that_overrides_full_sort_predict_is_ranked_by_it():
     assert item_scorer(_Scored(), None, 4)(0, 4).tolist() == [[0.0, 0.0, 0.0, 0.0]]
     assert item_scorer(_OwnScores(), None, 4)(1, 3).tolist() == [[1.0, 2.0]]
     assert item_scorer(_OwnScorer(), None, 4)(1, 3).tolist() == [[-1.0, -2.0]]
+    assert item_scorer(_WithMixin(), None, 4)(0, 2).tolist() == [[7.0, 7.0]]  # a mixin's scores, first in line

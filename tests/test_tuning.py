@@ -133,6 +133,7 @@ def test_a_model_whose_tuning_failed_makes_the_exit_code_1(monkeypatch, tmp_path
     ("x: {choice: []}", r"choice needs a non-empty list"),
     ("x: {normal: [0, 1]}", r"expected one of \{choice, uniform, log_uniform, int\}"),
     ("x: 3", r"expected one of"),
+    ("epochs: {int: [10, 200]}", r"epochs is set by the benchmark's --epochs=N, not tuned"),
 ])
 def test_bad_search_spaces_name_the_file_and_key(tmp_path, monkeypatch, text, message):
     (tmp_path / "AttnSeq.yaml").write_text(text + "\n")

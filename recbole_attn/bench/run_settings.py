@@ -18,6 +18,8 @@ from recbole_attn.values import parse_values
 #: after an interruption, paths, logging), not what it trains; a row's run
 #: length is fixed by the record's ``budget_seconds`` and ``epochs``.
 PROCEDURAL_KEYS = UNFINGERPRINTED_KEYS - {"epochs", "time_budget"}
+#: Run settings the benchmark sets from its own options (and records as the rows' budget and cap).
+BENCHMARK_FLAGS = {"time_budget": "--budget=SECONDS|none", "epochs": "--epochs=N"}
 #: Settings every row records itself: runs of other seeds are what merging pools.
 ROW_KEYS = frozenset({"seed"})
 #: A record's settings when it ran the defaults (kept as written in older records).

@@ -20,6 +20,7 @@ import torch
 
 from recbole_attn import registry
 from recbole_attn.bench import measure, plots, report, tuning
+from recbole_attn.bench.run_settings import BENCHMARK_FLAGS
 from recbole_attn.bench.worker import STOP_WITH_PARENT
 from recbole_attn.config import AttnConfig, known_keys, model_option_choices, parse_cmd_args
 from recbole_attn.data.checks import check_dataset_files
@@ -114,10 +115,6 @@ def expand_models(models: Sequence[str], attention_types: Sequence[str] = ()) ->
     if repeated:
         raise UsageError(f"model rows given twice: {', '.join(repeated)}")
     return rows
-
-
-#: Run settings the benchmark sets from its own options (and records as the rows' budget and cap).
-BENCHMARK_FLAGS = {"time_budget": "--budget=SECONDS|none", "epochs": "--epochs=N"}
 
 
 def refuse_benchmark_flags(settings: dict[str, Any], where: str) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from recbole_attn import registry
+from recbole_attn.bench.run_settings import BENCHMARK_FLAGS
 from recbole_attn.config import parse_cmd_args
 from recbole_attn.errors import UsageError
 from recbole_attn.values import read_yaml_file
@@ -61,6 +62,8 @@ def search_space(model: str) -> dict[str, tuple[str, Any]]:
                          f"{', '.join(available())}")
     space = {}
     for key, spec in read_yaml_file(file).items():
+        if key in BENCHMARK_FLAGS:  # the record states one budget and cap for every row
+            raise UsageError(f"{file}: {key} is set by the benchmark's {BENCHMARK_FLAGS[key]}, not tuned")
         if not (isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in DISTRIBUTIONS):
             raise UsageError(f"{file}: {key}: expected one of {{{', '.join(DISTRIBUTIONS)}}}: ..., got {spec!r}")
         kind, arguments = next(iter(spec.items()))
