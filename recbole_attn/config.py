@@ -101,9 +101,14 @@ def load_user_features(final: dict[str, Any]) -> None:
 
 
 def model_option_choices(model_class: type) -> dict[str, tuple[str, ...]]:
-    """Valid values of a model's text options, where the model declares them
-    (``option_choices``; RecBole's models check their own, at build time)."""
-    return dict(getattr(model_class, "option_choices", None) or {})
+    """Valid values of a model's text options, where its classes declare them
+    (``option_choices``, each class's over its bases', so that a plugin that
+    lists only its own keeps the base class's loss check; RecBole's models
+    check their own, at build time)."""
+    choices: dict[str, tuple[str, ...]] = {}
+    for klass in reversed(model_class.__mro__):
+        choices.update(vars(klass).get("option_choices") or {})
+    return choices
 
 
 def known_keys(model_class: type) -> set[str]:

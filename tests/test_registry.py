@@ -187,3 +187,14 @@ def test_a_plugin_gets_the_defaults_of_its_class_tree(tmp_path, monkeypatch, cle
         AttnConfig("TypoRec", "ml-100k")
     with pytest.raises(UsageError, match=r"config file '.*Broken.yaml' line 2"):
         AttnConfig("BrokenYamlRec", "ml-100k")
+
+
+def test_a_plugins_own_option_choices_keep_the_base_classes():
+    from recbole_attn.config import model_option_choices
+    from recbole_attn.models.base import AttnSequentialRecommender
+
+    class OwnChoices(AttnSequentialRecommender):
+        option_choices = {"my_mode": ("fast", "slow")}  # replaces the attribute, not the base's check
+
+    choices = model_option_choices(OwnChoices)
+    assert choices["my_mode"] == ("fast", "slow") and choices["loss_type"] == ("CE", "BPR", "SSM")
