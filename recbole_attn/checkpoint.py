@@ -275,18 +275,19 @@ def find_last_checkpoint(
     candidates = sorted(Path(checkpoint_dir).glob(f"{config['model']}-*{LAST_SUFFIX}"),
                         key=lambda p: p.stat().st_mtime)
     for path in reversed(candidates):
-        held = claim(path) if claims is not None else None
-        if claims is not None and held is None:
-            logger.warning(f"resume=auto: skipping {path}: another run is training from it")
-            continue
-        found = _resumable_candidate(path, config, data_hash)
-        if found is None:
-            if held is not None:
-                held.release()
-            continue
-        if held is not None and claims is not None:
-            claims.enter_context(held)
-        return str(path), found
+        with ExitStack() as this_claim:
+            if claims is not None:
+                held = claim(path)
+                if held is None:
+                    logger.warning(f"resume=auto: skipping {path}: another run is training from it")
+                    continue
+                this_claim.enter_context(held)
+            found = _resumable_candidate(path, config, data_hash)
+            if found is None:
+                continue  # the claim, if any, is released on leaving the block
+            if claims is not None:
+                claims.enter_context(this_claim.pop_all())
+            return str(path), found
     return None
 
 

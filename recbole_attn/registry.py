@@ -38,18 +38,15 @@ _RECBOLE_MODEL_PACKAGES = (
 
 
 @functools.cache
-def plugin_entry_points() -> dict[str, EntryPoint]:
-    """Entry points of every installed plugin model, by model name (one of
-    several that share a name: :func:`get_model_class` refuses those)."""
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
-
-
-def _entry_points_named(name: str) -> list[EntryPoint]:
-    """The distinct entry points (by target) declared under the model name ``name``."""
-    found: list[EntryPoint] = []
+def plugin_entry_points() -> dict[str, list[EntryPoint]]:
+    """Entry points of every installed plugin model, by model name: the
+    distinct targets declared under it (a target declared twice counts
+    once; several targets are refused by :func:`get_model_class`)."""
+    found: dict[str, list[EntryPoint]] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name == name and all(other.value != ep.value for other in found):  # one plugin seen twice
-            found.append(ep)
+        declared = found.setdefault(ep.name, [])
+        if all(other.value != ep.value for other in declared):
+            declared.append(ep)
     return found
 
 
@@ -88,7 +85,7 @@ def get_model_class(name: str) -> type:
 def _load_plugin(name: str) -> type:
     from recbole.model.abstract_recommender import AbstractRecommender
 
-    found = _entry_points_named(name) or [plugin_entry_points()[name]]
+    found = plugin_entry_points()[name]
     if len(found) > 1:
         raise UsageError(f"model {name!r} is declared by {len(found)} plugins "
                          f"({', '.join(ep.value for ep in found)}): uninstall all but one")

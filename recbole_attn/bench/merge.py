@@ -110,6 +110,12 @@ def check_mergeable(records: Sequence[dict[str, Any]], files: Sequence[Path]) ->
                          f"the tuning budgets differ")
 
 
+def _as_json(value: Any) -> str:
+    """``value`` in one canonical text, so that equal settings compare equal
+    whatever their key order or container type (a tuple and a list)."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
 def check_same_protocol(records: Sequence[dict[str, Any]], files: Sequence[Path]) -> None:
     """Refuse records whose runs differ in a protocol setting
     (:data:`~recbole_attn.bench.report.PROTOCOL_KEYS`: ``filter_seen``, the
@@ -121,7 +127,7 @@ def check_same_protocol(records: Sequence[dict[str, Any]], files: Sequence[Path]
         for key, value in shared.items():
             if key == "seed":
                 continue
-            text = json.dumps(value, sort_keys=True, default=str)
+            text = _as_json(value)
             first_text, first_path = first.setdefault(key, (text, path))
             if text != first_text:
                 raise UsageError(f"the records differ in {key}: {first_text} in {os.fspath(first_path)!r} but "
@@ -155,8 +161,7 @@ def _refuse_differences(first: dict[str, Any], other: dict[str, Any], subject: s
     """:class:`UsageError` naming the keys both hold with other values."""
     differing = [key for key in sorted(first.keys() & other.keys())
                  if first[key] is not None and other[key] is not None
-                 and json.dumps(first[key], sort_keys=True, default=str) != json.dumps(other[key], sort_keys=True,
-                                                                                       default=str)]
+                 and _as_json(first[key]) != _as_json(other[key])]
     if differing:
         shown = "; ".join(f"{key}: {first[key]!r} -> {other[key]!r}" for key in differing[:3])
         raise UsageError(f"{subject} differ between {os.fspath(first_path)!r} and {os.fspath(path)!r} "

@@ -278,7 +278,7 @@ def summary_table(record: dict[str, Any]) -> str:
                     if word.partition("=")[0] not in PROTOCOL_KEYS  # those head the document
                     and word.partition("=")[0] not in (settings or {})  # a tuned value replaced it
                     and ("=" not in word or received is None or word.partition("=")[0] in received)]  # its model's
-        epochs = [f"{row['epochs_run']} ({row['best_epoch']})" for row in done]
+        epochs = [format_epochs(row) for row in done]
         lines.append(" | ".join([
             f"| {label}", format_settings(settings, ran_with), runs, mean_std(ndcg),
             mean_std([row["test"]["hit@10"] for row in done if "hit@10" in row["test"]]), difference, p_value,
