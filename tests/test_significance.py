@@ -139,3 +139,38 @@ def test_a_run_saves_hits_that_give_back_its_test_metrics(pattern_root, tmp_path
     assert significance.per_user_hit(hits, 5).mean() == pytest.approx(result["test"]["hit@5"], abs=5e-5)
     with np.load(result["ranks_file"]) as data:
         assert data["user_token"][:3].tolist() != [] and data["hits"].shape == (300, 20)  # max(topk) = 20
+
+
+def test_records_compare_across_files_seed_by_seed(tmp_path, monkeypatch, capsys):
+    """benchmarks/compare_records.py pairs one record's model with another
+    record's, seed against seed, as the benchmark's own tables do."""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_records.py"
+    spec = importlib.util.spec_from_file_location("compare_records", script)
+    compare_records = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare_records)
+    ranks = {("A", 1): [1, 0], ("A", 2): [1, 2], ("B", 1): [0, 0], ("B", 2): [1, 0], ("B", 3): [1, 1]}
+    for model in ("A", "B"):
+        rows = []
+        for (label, seed), user_ranks in ranks.items():
+            if label == model:
+                save_user_hits(tmp_path / f"{label}{seed}.npz", hits_of(user_ranks))
+                rows.append({"label": label, "seed": seed, "ranks_file": f"{label}{seed}.npz"})
+        (tmp_path / f"{model}.json").write_text(json.dumps({"rows": rows}))
+    out = tmp_path / "c.json"
+    monkeypatch.setattr(sys, "argv", ["x", f"{tmp_path / 'A.json'}:A", f"{tmp_path / 'B.json'}:B", f"--output={out}"])
+    compare_records.main()
+    result = json.loads(out.read_text())
+    # differences per seed: seed 1 [1, 0], seed 2 [0, 1/log2(3)]; seed 3 has no pair
+    assert result["overall"]["seeds"] == [1, 2]
+    assert result["overall"]["mean_difference"] == pytest.approx(0.25 + 0.25 / math.log2(3))
+    assert [c["mean_difference"] for c in result["per_seed"]] == pytest.approx([0.5, 0.5 / math.log2(3)])
+    assert result["overall"]["p_holm"] is None
+    monkeypatch.setattr(sys, "argv", ["x", f"{tmp_path / 'A.json'}:C", f"{tmp_path / 'B.json'}:B"])
+    with pytest.raises(SystemExit) as exited:
+        compare_records.main()
+    assert exited.value.code == 2 and "no saved hits of 'C'" in capsys.readouterr().err
