@@ -59,17 +59,17 @@ def main() -> None:
     overall = compare(model, runs, reference, reference_runs)
     if overall is None:
         parser.error(f"{args.model} and {args.reference} share no seed and user")
-    per_seed = [compare(model, {seed: runs[seed]}, reference, {seed: reference_runs[seed]})
-                for seed in overall.seeds]
+    per_seed = [one_seed for seed in overall.seeds
+                if (one_seed := compare(model, {seed: runs[seed]}, reference, {seed: reference_runs[seed]}))]
     for label, found in [("seeds " + ", ".join(map(str, overall.seeds)), overall)] + [
-            (f"seed {c.seeds[0]}", c) for c in per_seed if c is not None]:
+            (f"seed {c.seeds[0]}", c) for c in per_seed]:
         print(f"{model} vs {reference}, {label}: {found.mean_difference:+.4f} "
               f"[{found.ci_low:+.4f}, {found.ci_high:+.4f}], p {found.p_value:.2g}, {found.users} users")
     if args.output:
         args.output.write_text(json.dumps({
             "command": f"python benchmarks/compare_records.py {args.model} {args.reference}"
                        f" --output={args.output}",
-            "overall": _plain(overall), "per_seed": [_plain(c) for c in per_seed if c is not None],
+            "overall": _plain(overall), "per_seed": [_plain(c) for c in per_seed],
         }, indent=2) + "\n")
 
 

@@ -274,6 +274,7 @@ def find_last_checkpoint(
     before it is read, and the claim is entered into ``claims``."""
     candidates = sorted(Path(checkpoint_dir).glob(f"{config['model']}-*{LAST_SUFFIX}"),
                         key=lambda p: p.stat().st_mtime)
+    current = training_settings(config.final_config_dict)
     for path in reversed(candidates):
         with ExitStack() as this_claim:
             if claims is not None:
@@ -282,7 +283,7 @@ def find_last_checkpoint(
                     logger.warning(f"resume=auto: skipping {path}: another run is training from it")
                     continue
                 this_claim.enter_context(held)
-            found = _resumable_candidate(path, config, data_hash)
+            found = _resumable_candidate(path, config, current, data_hash)
             if found is None:
                 continue  # the claim, if any, is released on leaving the block
             if claims is not None:
@@ -291,12 +292,13 @@ def find_last_checkpoint(
     return None
 
 
-def _resumable_candidate(path: Path, config: Any, data_hash: str | None) -> dict[str, Any] | None:
-    """The state of the last checkpoint ``path`` if a run of ``config`` may go
-    on from it; else None, with a warning when it is another run's of this
-    model and dataset."""
+def _resumable_candidate(path: Path, config: Any, current: dict[str, Any], data_hash: str | None
+                         ) -> dict[str, Any] | None:
+    """The state of the last checkpoint ``path`` if a run of ``config``
+    (whose :func:`training_settings` are ``current``) may go on from it;
+    else None, with a warning when it is another run's of this model and
+    dataset."""
     model, dataset = config["model"], config["dataset"]
-    current = training_settings(config.final_config_dict)
     try:
         stored = load_checkpoint(path)
     except UsageError as error:

@@ -59,6 +59,14 @@ def _good_args(root: Path, tmp: Path, extra: list[str] = ()) -> list[str]:
     return [f"--{key}={value}" for key, value in settings.items()]
 
 
+def _attnseq_settings(checkpoint_dir: Path, **extra) -> dict:
+    """FAST settings for AttnSeq (which has no ``embedding_size``: no
+    unknown-key warning) with its checkpoints in ``checkpoint_dir``."""
+    settings = {**FAST, "checkpoint_dir": str(checkpoint_dir), **extra}
+    settings.pop("embedding_size")
+    return settings
+
+
 @pytest.fixture(scope="module")
 def edge_root(tmp_path_factory) -> Path:
     return _write_dataset(tmp_path_factory.mktemp("edge"), "edge", _inter_rows())
@@ -291,8 +299,7 @@ def test_parse_value_reads_literals_only(text, value):
 @pytest.fixture(scope="module")
 def trained(edge_root, tmp_path_factory):
     folder = tmp_path_factory.mktemp("trained")
-    settings = {**FAST, "epochs": 1, "data_path": str(edge_root), "checkpoint_dir": str(folder / "saved")}
-    settings.pop("embedding_size")
+    settings = _attnseq_settings(folder / "saved", epochs=1, data_path=str(edge_root))
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
         return recbole_attn.run("AttnSeq", "edge", config_dict=settings, write_results=False)
@@ -402,8 +409,7 @@ def test_resume_goes_on_past_a_smaller_cap_and_never_from_past_the_cap(edge_root
     """A run the epoch cap ended goes on under a larger cap; a checkpoint
     trained past the cap is never tested as if it were this run's."""
     monkeypatch.chdir(tmp_path)
-    settings = {**FAST, "data_path": str(edge_root), "checkpoint_dir": str(tmp_path / "saved"), "stopping_step": 5}
-    settings.pop("embedding_size")
+    settings = _attnseq_settings(tmp_path / "saved", data_path=str(edge_root), stopping_step=5)
     capped = recbole_attn.run("AttnSeq", "edge", config_dict={**settings, "epochs": 1}, write_results=False)
     longer = recbole_attn.run("AttnSeq", "edge", config_dict={**settings, "epochs": 2, "resume": "auto"},
                               write_results=False)
@@ -419,8 +425,7 @@ def test_resume_goes_on_past_a_smaller_cap_and_never_from_past_the_cap(edge_root
 
 def test_resume_reads_its_checkpoint_once(edge_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    settings = {**FAST, "data_path": str(edge_root), "checkpoint_dir": str(tmp_path / "saved")}
-    settings.pop("embedding_size")
+    settings = _attnseq_settings(tmp_path / "saved", data_path=str(edge_root))
     first = recbole_attn.run("AttnSeq", "edge", config_dict={**settings, "epochs": 1}, write_results=False)
     reads: list[str] = []
     real_load = torch.load
@@ -450,8 +455,7 @@ class _LockSeen(TrainerHook):
 
 def test_a_run_holds_its_last_checkpoint_until_it_has_tested(edge_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    settings = {**FAST, "epochs": 2, "data_path": str(edge_root), "checkpoint_dir": str(tmp_path / "saved")}
-    settings.pop("embedding_size")
+    settings = _attnseq_settings(tmp_path / "saved", epochs=2, data_path=str(edge_root))
     seen = _LockSeen()
     real_test = runner._test
 
@@ -475,8 +479,7 @@ def test_resume_skips_or_refuses_a_checkpoint_another_run_is_training_from(edge_
     """Two runs going on from one last checkpoint at once would write over
     each other's checkpoints and test each other's best model."""
     monkeypatch.chdir(tmp_path)
-    settings = {**FAST, "epochs": 1, "data_path": str(edge_root), "checkpoint_dir": str(tmp_path / "saved")}
-    settings.pop("embedding_size")
+    settings = _attnseq_settings(tmp_path / "saved", epochs=1, data_path=str(edge_root))
     first = recbole_attn.run("AttnSeq", "edge", config_dict=settings, write_results=False)
     longer = {**settings, "epochs": 2}
     with claim(first["last_checkpoint"]) as running:
@@ -496,8 +499,7 @@ def test_a_resumed_checkpoint_is_claimed_before_it_is_read(edge_root, tmp_path, 
     """Read before the claim, the state could be an older copy of what the
     run that held it wrote since, and the resumed run would write over it."""
     monkeypatch.chdir(tmp_path)
-    settings = {**FAST, "epochs": 1, "data_path": str(edge_root), "checkpoint_dir": str(tmp_path / "saved")}
-    settings.pop("embedding_size")
+    settings = _attnseq_settings(tmp_path / "saved", epochs=1, data_path=str(edge_root))
     first = recbole_attn.run("AttnSeq", "edge", config_dict=settings, write_results=False)
     claimed_when_read: list[bool] = []
     real_load = checkpoint_module.load_checkpoint
@@ -522,8 +524,7 @@ def test_resume_skips_or_refuses_a_checkpoint_of_other_data_of_the_same_name(edg
     weights would load."""
     reversed_rows = [f"{u}\t{(u + t) % 40 + 1}\t1\t{5 - t}" for u in range(1, 31) for t in range(6)]
     other_root = _write_dataset(tmp_path / "other", "edge", reversed_rows)
-    settings = {**FAST, "epochs": 1, "checkpoint_dir": str(tmp_path / "saved")}
-    settings.pop("embedding_size")
+    settings = _attnseq_settings(tmp_path / "saved", epochs=1)
     trained = recbole_attn.run("AttnSeq", "edge", config_dict={**settings, "data_path": str(edge_root)},
                                write_results=False)
     on_other = {**settings, "data_path": str(other_root), "epochs": 2}
