@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ def runs_of(spec: str) -> tuple[str, dict[int, UserHits]]:
 def _plain(comparison: Comparison) -> dict[str, Any]:
     """As JSON allows: no Holm correction over one comparison (NaN) is null."""
     return {key: None if isinstance(value, float) and math.isnan(value) else value
-            for key, value in asdict(comparison).items()}
+            for key, value in comparison.as_dict().items()}
 
 
 def main() -> None:

@@ -2,9 +2,11 @@
 every test (RecBole writes ``saved/`` and ``log_tensorboard/`` into cwd)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -25,6 +27,15 @@ FAST = {
     "epochs": 2, "eval_step": 1, "stopping_step": 2, "show_progress": False, "state": "WARNING",
     "MAX_ITEM_LIST_LENGTH": 20, "hidden_size": 32, "embedding_size": 32, "inner_size": 64,
 }
+
+
+def benchmark_script(file_name: str) -> ModuleType:
+    """``benchmarks/<file_name>`` imported as a module: the scripts are not a
+    package, so their helpers are tested by loading the file itself."""
+    spec = importlib.util.spec_from_file_location(Path(file_name).stem, REPO_ROOT / "benchmarks" / file_name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,6 @@
 """AttnSeq: causality, padding, attention weights, losses, features, learning."""
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import pytest
@@ -13,7 +12,7 @@ from recbole_attn.config import AttnConfig
 from recbole_attn.data.rows import AllPositionsLoader
 from recbole_attn.errors import UsageError
 from recbole_attn.models.attnseq import AttnSeq
-from tests.conftest import FAST, REPO_ROOT
+from tests.conftest import FAST, benchmark_script
 
 L = 12
 
@@ -184,9 +183,7 @@ def test_bad_readout_names_the_choices(pattern_root):
 def test_the_speed_benchmarks_textbook_variant_computes_the_same_loss_and_output(pattern_root):
     """benchmarks/attnseq_speedups.py times A against B: the same numbers,
     computed the textbook way."""
-    spec = importlib.util.spec_from_file_location("speedups", REPO_ROOT / "benchmarks" / "attnseq_speedups.py")
-    speedups = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(speedups)
+    speedups = benchmark_script("attnseq_speedups.py")
     config, shipped, train = build(pattern_root, train_batch_size=64)
     textbook = speedups.TextbookAttnSeq(config, train.dataset)
     textbook.load_state_dict(shipped.state_dict(), assign=True)

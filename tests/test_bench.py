@@ -404,7 +404,6 @@ def test_the_summary_header_names_the_reference_or_says_there_is_none():
     assert "Δ NDCG@10 (no reference)" in report.summary_table({"rows": [row], "reference": None})
 
 
-
 def test_the_summary_counts_a_budget_stopped_run_by_epochs_trained():
     """A run cut inside its 5th epoch trained 4.37 epochs: the summary says
     so, as the table of every run does, not the 5 epochs begun."""
@@ -412,6 +411,7 @@ def test_the_summary_counts_a_budget_stopped_run_by_epochs_trained():
            "best_valid": {"ndcg@10": 0.06}, "epochs_run": 5, "epochs_trained": 4.37, "best_epoch": 3}
     summary = report.summary_table({"rows": [row], "reference": "AttnSeq"})
     assert summary.rstrip().endswith("| 4.37 (3) |") and report.format_epochs(row) == "4.37 (3)"
+
 
 def curve_row(label: str, seed: int, points: list[tuple[float, float]]) -> dict:
     """A run whose validation curve is ``(elapsed seconds, valid NDCG@10)`` per epoch."""

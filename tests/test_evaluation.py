@@ -4,7 +4,6 @@ full score matrix, masks applied per chunk, bad chunk sizes rejected, and no
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import logging
 
@@ -31,7 +30,7 @@ from recbole_attn.evaluation import (
 )
 from recbole_attn.data.fixtures import synthetic_model
 from recbole_attn.trainer import AttnTrainer
-from tests.conftest import FAST, REPO_ROOT
+from tests.conftest import FAST, benchmark_script
 
 METRICS = ["Recall", "MRR", "NDCG", "Hit", "Precision", "MAP"]
 
@@ -281,15 +280,8 @@ def test_no_users_by_items_tensor_for_a_200k_item_catalog():
     assert full.numel >= users * n_items
 
 
-def _load_scale_module():
-    spec = importlib.util.spec_from_file_location("scale_bench", REPO_ROOT / "benchmarks" / "scale.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_scale_report_writer_on_fake_rows(tmp_path):
-    scale = _load_scale_module()
+    scale = benchmark_script("scale.py")
     run = {
         "command": "python benchmarks/scale.py --device cpu", "machine": {"device": "cpu"}, "versions": {},
         "started": "now", "seconds": 1.0, "note": "fake", "load": [0.0, 0.0, 0.0],

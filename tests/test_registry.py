@@ -152,7 +152,6 @@ def test_two_plugins_of_one_name_are_refused(tmp_path, monkeypatch, clean_regist
         registry.get_model_class("DupRec")
 
 
-
 def test_one_target_declared_twice_is_one_model(tmp_path, monkeypatch, clean_registry):
     """Two distributions declaring the same target (a package renamed, its
     old distribution still installed) name one model, not two plugins."""
@@ -161,6 +160,7 @@ def test_one_target_declared_twice_is_one_model(tmp_path, monkeypatch, clean_reg
     _install_plugin(tmp_path, monkeypatch, "", {"DupRec": "one_plugin:DupRec"}, dist="two_plugin")
     assert len(registry.plugin_entry_points()["DupRec"]) == 1
     assert registry.get_model_class("DupRec").__name__ == "DupRec"
+
 
 PLUGIN_FAMILY = """
 from pathlib import Path

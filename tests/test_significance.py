@@ -2,7 +2,9 @@
 numbers worked out by hand, and the per-user hits a real run saves."""
 from __future__ import annotations
 
+import json
 import math
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 
 from recbole_attn.bench import significance
 from recbole_attn.user_ranks import UserHits, load_user_hits, save_user_hits
+from tests.conftest import benchmark_script
 
 
 def hits_of(ranks: list[int], k: int = 10, user_ids: list[int] | None = None) -> UserHits:
@@ -144,15 +147,7 @@ def test_a_run_saves_hits_that_give_back_its_test_metrics(pattern_root, tmp_path
 def test_records_compare_across_files_seed_by_seed(tmp_path, monkeypatch, capsys):
     """benchmarks/compare_records.py pairs one record's model with another
     record's, seed against seed, as the benchmark's own tables do."""
-    import importlib.util
-    import json
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_records.py"
-    spec = importlib.util.spec_from_file_location("compare_records", script)
-    compare_records = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare_records)
+    compare_records = benchmark_script("compare_records.py")
     ranks = {("A", 1): [1, 0], ("A", 2): [1, 2], ("B", 1): [0, 0], ("B", 2): [1, 0], ("B", 3): [1, 1]}
     for model in ("A", "B"):
         rows = []
