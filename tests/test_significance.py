@@ -144,6 +144,34 @@ def test_a_run_saves_hits_that_give_back_its_test_metrics(pattern_root, tmp_path
         assert data["user_token"][:3].tolist() != [] and data["hits"].shape == (300, 20)  # max(topk) = 20
 
 
+def test_records_compare_several_models_with_holm_over_them(tmp_path, monkeypatch):
+    """Several models against one reference from other records: each
+    comparison as alone, its p-value Holm-corrected over the models given."""
+    compare_records = benchmark_script("compare_records.py")
+    users = 40
+    rng = np.random.default_rng(3)
+    reference = rng.integers(0, 3, users)
+    runs = {"R": reference, "A": np.where(rng.random(users) < 0.6, 0, reference), "B": reference.copy()}
+    runs["B"][:4] = 0  # B misses where R hits on a few users only: a larger p than A's
+    for label, user_ranks in runs.items():
+        save_user_hits(tmp_path / f"{label}.npz", hits_of(list(user_ranks)))
+        (tmp_path / f"{label}.json").write_text(json.dumps({"rows": [
+            {"label": label, "seed": 1, "ranks_file": f"{label}.npz"}]}))
+    out = tmp_path / "c.json"
+    monkeypatch.setattr(sys, "argv", ["x", f"{tmp_path / 'A.json'}:A", f"{tmp_path / 'B.json'}:B",
+                                      f"{tmp_path / 'R.json'}:R", f"--output={out}"])
+    compare_records.main()
+    saved = json.loads(out.read_text())
+    found = {c["overall"]["model"]: c["overall"] for c in saved["comparisons"]}
+    assert [c["model"] for c in saved["comparisons"]] == [f"{tmp_path / 'A.json'}:A", f"{tmp_path / 'B.json'}:B"]
+    p_a, p_b = found["A"]["p_value"], found["B"]["p_value"]
+    assert p_a < p_b < 1
+    # Holm by hand: the smaller p times 2, the larger times 1, kept non-decreasing
+    assert found["A"]["p_holm"] == pytest.approx(min(1.0, 2 * p_a))
+    assert found["B"]["p_holm"] == pytest.approx(max(min(1.0, 2 * p_a), p_b))
+    assert found["A"]["reference"] == found["B"]["reference"] == "R"
+
+
 def test_records_compare_across_files_seed_by_seed(tmp_path, monkeypatch, capsys):
     """benchmarks/compare_records.py pairs one record's model with another
     record's, seed against seed, as the benchmark's own tables do."""
@@ -159,12 +187,13 @@ def test_records_compare_across_files_seed_by_seed(tmp_path, monkeypatch, capsys
     out = tmp_path / "c.json"
     monkeypatch.setattr(sys, "argv", ["x", f"{tmp_path / 'A.json'}:A", f"{tmp_path / 'B.json'}:B", f"--output={out}"])
     compare_records.main()
-    result = json.loads(out.read_text())
+    (result,) = json.loads(out.read_text())["comparisons"]
     # differences per seed: seed 1 [1, 0], seed 2 [0, 1/log2(3)]; seed 3 has no pair
     assert result["overall"]["seeds"] == [1, 2]
     assert result["overall"]["mean_difference"] == pytest.approx(0.25 + 0.25 / math.log2(3))
     assert [c["mean_difference"] for c in result["per_seed"]] == pytest.approx([0.5, 0.5 / math.log2(3)])
-    assert result["overall"]["p_holm"] is None
+    assert result["overall"]["p_holm"] == result["overall"]["p_value"]  # one comparison: nothing to correct
+    assert [c["p_holm"] for c in result["per_seed"]] == [None, None]
     monkeypatch.setattr(sys, "argv", ["x", f"{tmp_path / 'A.json'}:C", f"{tmp_path / 'B.json'}:B"])
     with pytest.raises(SystemExit) as exited:
         compare_records.main()
