@@ -20,11 +20,10 @@ import argparse
 import json
 import math
 import shlex
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from recbole_attn.bench.significance import ALPHA, Comparison, compare, holm
+from recbole_attn.bench.significance import Comparison, compare, holm_corrected
 from recbole_attn.user_ranks import UserHits, load_user_hits
 
 
@@ -49,12 +48,6 @@ def _plain(comparison: Comparison) -> dict[str, Any]:
             for key, value in comparison.as_dict().items()}
 
 
-def corrected(found: list[Comparison]) -> list[Comparison]:
-    """``found`` with Holm-adjusted p-values over its comparisons, as the
-    benchmark's tables correct over their models."""
-    return [replace(c, p_holm=p, significant=p < ALPHA) for c, p in zip(found, holm([c.p_value for c in found]))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", metavar="model", help="RECORD.json:LABEL of a model compared")
@@ -73,7 +66,7 @@ def main() -> None:
             parser.error(f"{spec} and {args.reference} share no seed and user")
         overall.append(found)
     results = []
-    for spec, (model, runs), found in zip(args.models, compared, corrected(overall)):
+    for spec, (model, runs), found in zip(args.models, compared, holm_corrected(overall)):
         per_seed = [one_seed for seed in found.seeds
                     if (one_seed := compare(model, {seed: runs[seed]}, reference, {seed: reference_runs[seed]}))]
         for label, shown in [("seeds " + ", ".join(map(str, found.seeds)), found)] + [

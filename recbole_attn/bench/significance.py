@@ -171,7 +171,12 @@ def compare_all(runs: dict[str, dict[int, UserHits]], reference: str, k: int = 1
         return []
     found = [compare(label, by_seed, reference, runs[reference], k, resamples, seed)
              for label, by_seed in runs.items() if label != reference]
-    comparisons = [c for c in found if c is not None]
+    return holm_corrected([c for c in found if c is not None], alpha)
+
+
+def holm_corrected(comparisons: Sequence[Comparison], alpha: float = ALPHA) -> list[Comparison]:
+    """``comparisons`` with Holm-adjusted p-values over them, and whether
+    each is significant at ``alpha`` after the correction."""
     adjusted = holm([c.p_value for c in comparisons])
     return [Comparison(**{**c.as_dict(), "p_holm": p, "significant": p < alpha})
             for c, p in zip(comparisons, adjusted)]
