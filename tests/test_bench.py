@@ -450,6 +450,15 @@ def test_published_anchors_say_whether_they_compare(filter_seen, heading):
     assert heading in text and "| ICLRec (Chen et al., WWW 2022) | 0.0403 | 0.0744 |" in text
 
 
+def test_a_record_without_a_finished_run_claims_no_protocol():
+    failed = {"label": "SASRec", "model": "SASRec", "seed": 2022, "settings": {}, "status": "error",
+              "error": "worker process killed by SIGTERM"}
+    text = report.markdown_document({**fake_record([failed]), "dataset": "amazon-beauty"})
+    assert "no run finished, so the protocol is not recorded." in text
+    assert "filter_seen off" not in text and "; ." not in text
+    assert "no run here finished to compare:" in text
+
+
 def test_the_document_has_the_time_to_quality_section_only_with_a_reference():
     rows = [fake_row("GRU4Rec", 0.05, seconds=100.0), fake_row("AttnSeq", 0.09)]
     record = fake_record(rows)

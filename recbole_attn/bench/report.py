@@ -371,9 +371,10 @@ def markdown_document(record: dict[str, Any]) -> str:
         *origin_lines(record),
         "",
         f"Every model: {budget}, at most {record['epochs']} epochs; "
-        + (f"seeds {', '.join(map(str, seeds))}, " if len(seeds) > 1 else "")
-        + ", ".join(f"{key} {json.dumps(value, default=str)}" for key, value in shared.items()
-                    if key not in ("epochs", "time_budget") and not (key == "seed" and len(seeds) > 1))
+        + ((f"seeds {', '.join(map(str, seeds))}, " if len(seeds) > 1 else "")
+           + ", ".join(f"{key} {json.dumps(value, default=str)}" for key, value in shared.items()
+                       if key not in ("epochs", "time_budget") and not (key == "seed" and len(seeds) > 1))
+           if shared else "no run finished, so the protocol is not recorded")
         + ".",
     ]
     if differing:
@@ -402,8 +403,11 @@ def markdown_document(record: dict[str, Any]) -> str:
                       "validation NDCG@10 only; the test split is dropped before training in every trial. "
                       "Every trial is in the JSON under `tuning`."]
     anchors = published_table(record["dataset"])
-    if anchors and protocol(record["rows"])[0].get("filter_seen") is True:
+    if anchors and shared.get("filter_seen") is True:
         lines += ["", "Published on the same files (full ranking, history excluded):", "", anchors]
+    elif anchors and not shared:
+        lines += ["", "Published on the same files (full ranking, history excluded); no run here "
+                      "finished to compare:", "", anchors]
     elif anchors:
         lines += ["", "Published on these files with the user's history excluded from the ranking; this table "
                       "ranks it too (filter_seen off), so the two do not compare:", "", anchors]
