@@ -87,15 +87,23 @@ def cpu_model(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
     return platform.processor() or platform.machine()
 
 
+#: Environment variables that swap or tune the C memory allocator.
+ALLOCATOR_VARIABLES = ("LD_PRELOAD", "MALLOC_CONF")
+
+
 def machine(device: Any) -> dict[str, Any]:
     """Where the run ran: CPU model, cores, accelerator."""
-    info = {
+    info: dict[str, Any] = {
         "platform": platform.platform(),
         "processor": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
     }
+    # a preloaded allocator changes CPU training speed (docs/benchmarks.md), so timings must say so
+    allocator = {name: os.environ[name] for name in ALLOCATOR_VARIABLES if os.environ.get(name)}
+    if allocator:
+        info["allocator_env"] = allocator
     if str(device).startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info

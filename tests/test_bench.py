@@ -756,3 +756,15 @@ def test_merge_needs_two_records_and_excludes_report(tmp_path, capsys):
     (tmp_path / "list.json").write_text("[1, 2]")
     assert main([f"--report={tmp_path / 'list.json'}"]) == 2
     assert "is not a benchmark record" in capsys.readouterr().err
+
+
+def test_a_preloaded_allocator_is_recorded_and_shown_beside_the_timings(monkeypatch):
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.delenv("MALLOC_CONF", raising=False)
+    assert "allocator_env" not in results.machine("cpu")
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libjemalloc.so.2")
+    monkeypatch.setenv("MALLOC_CONF", "retain:true")
+    host = results.machine("cpu")
+    assert host["allocator_env"] == {"LD_PRELOAD": "/usr/lib/libjemalloc.so.2", "MALLOC_CONF": "retain:true"}
+    text = report.markdown_document({**fake_record([fake_row("AttnSeq", 0.05)]), "machine": host})
+    assert "OMP_NUM_THREADS=1, LD_PRELOAD=/usr/lib/libjemalloc.so.2, MALLOC_CONF=retain:true, device cpu" in text

@@ -338,7 +338,9 @@ def run_origin(record: dict[str, Any]) -> str:
         f"Started {record['started']}, {format_seconds(record.get('wall_seconds'))} s in all"
         f"{'' if record['finished'] else ' so far (unfinished)'}. Machine: {machine['processor']}, "
         f"{machine['cpu_count']} CPUs, torch threads {machine['torch_threads']}, "
-        f"OMP_NUM_THREADS={record.get('omp_num_threads')}, device {machine['device']}"
+        f"OMP_NUM_THREADS={record.get('omp_num_threads')}, "
+        + "".join(f"{name}={value}, " for name, value in (machine.get("allocator_env") or {}).items())
+        + f"device {machine['device']}"
         f"{', ' + machine['gpu'] if machine.get('gpu') else ''}"
         + (f", {record['jobs']} models trained at once (times under each other's load)"
            if (record.get("jobs") or 1) > 1 else "")
