@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from recbole_attn.errors import OneLineArgumentParser
 from recbole_attn.results import machine, versions, write_json_atomic, write_text_atomic
 
 SCRIPT = Path(__file__).with_name("throughput.py")
@@ -74,13 +75,8 @@ def markdown(summary: dict[str, dict[str, float]], command: str, repeats: int, w
         "| system s | user s |", "|---|---|---|---|---|---|---|", *rows, ""])
 
 
-def refuse(message: str) -> None:
-    print(f"allocator_throughput: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preload", required=True, help="shared library to preload, e.g. libjemalloc.so.2")
     parser.add_argument("--malloc_conf", default=DEFAULT_MALLOC_CONF, help="MALLOC_CONF for the preloaded one")
     parser.add_argument("--repeats", type=int, default=2, help="processes per allocator")
@@ -91,10 +87,10 @@ def main() -> None:
     parser.add_argument("--output", default="docs/results/allocator_throughput_ml-100k")
     args = parser.parse_args()
     if not Path(args.preload).is_file():
-        refuse(f"--preload={args.preload} is not a file; give a shared allocator library such as "
-               "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+        parser.error(f"--preload={args.preload} is not a file; give a shared allocator library such as "
+                     "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
     if args.repeats < 1:
-        refuse(f"--repeats={args.repeats}; give 1 or more")
+        parser.error(f"--repeats={args.repeats}; give 1 or more")
     preloaded = Path(args.preload).name
     runs: dict[str, list[dict[str, Any]]] = {SYSTEM_ALLOCATOR: [], preloaded: []}
     with tempfile.TemporaryDirectory() as scratch:
