@@ -34,6 +34,7 @@ def benchmark_script(file_name: str) -> ModuleType:
     package, so their helpers are tested by loading the file itself."""
     spec = importlib.util.spec_from_file_location(Path(file_name).stem, REPO_ROOT / "benchmarks" / file_name)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
     spec.loader.exec_module(module)
     return module
 

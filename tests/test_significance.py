@@ -198,3 +198,51 @@ def test_records_compare_across_files_seed_by_seed(tmp_path, monkeypatch, capsys
     with pytest.raises(SystemExit) as exited:
         compare_records.main()
     assert exited.value.code == 2 and "no saved hits of 'C'" in capsys.readouterr().err
+
+
+def _record_row(label: str, seed: int, user_ranks: list[int], folder, epochs_run: int) -> dict:
+    """A finished benchmark row whose saved hits rank each user's target at ``user_ranks``."""
+    save_user_hits(folder / f"{label}{seed}.npz", hits_of(user_ranks))
+    ndcg = float(significance.per_user_ndcg(hits_of(user_ranks)).mean())
+    return {"label": label, "model": label, "seed": seed, "status": "ok", "ranks_file": f"{label}{seed}.npz",
+            "test": {"ndcg@10": ndcg, "hit@10": float(np.mean([r > 0 for r in user_ranks]))},
+            "best_valid": {"ndcg@10": 0.5}, "epochs_run": epochs_run, "best_epoch": epochs_run - 1,
+            "train_seconds_per_epoch": 2.0, "seconds_to_best": 10.0,
+            "result": {"config": {"dataset": "amazon-toys", "filter_seen": True, "epochs": 200}}}
+
+
+def test_records_that_cannot_merge_make_one_table_that_says_how_each_model_trained(tmp_path, monkeypatch):
+    """--markdown: one row per model over its seeds, sorted by test NDCG@10,
+    the reference marked, each model's stopping rule from its record, and the
+    dataset's published anchors."""
+    compare_records = benchmark_script("compare_records.py")
+    users = 60
+    rng = np.random.default_rng(5)
+    reference = rng.integers(1, 4, users)
+    capped = {"dataset": "amazon-toys", "budget_seconds": None, "epochs": 45, "rows": [
+        _record_row("NARM", seed, list(np.where(rng.random(users) < 0.7, 0, reference)), tmp_path, 45)
+        for seed in (1, 2)]}
+    converged = {"dataset": "amazon-toys", "budget_seconds": None, "epochs": 200, "rows": [
+        _record_row("AttnSeq", seed, list(reference), tmp_path, 30) for seed in (1, 2)]}
+    budgeted = {"dataset": "amazon-toys", "budget_seconds": 600.0, "epochs": 200, "rows": [
+        {**_record_row("SASRec", 1, [0, *reference[1:]], tmp_path, 3), "status": "budget"},
+        _record_row("GRU4Rec", 1, [0] * users, tmp_path, 20)]}
+    for name, record in (("capped", capped), ("converged", converged), ("budgeted", budgeted)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(record))
+    table = tmp_path / "table.md"
+    monkeypatch.setattr(sys, "argv", ["x", f"{tmp_path / 'capped.json'}:NARM", f"{tmp_path / 'budgeted.json'}:SASRec",
+                                      f"{tmp_path / 'budgeted.json'}:GRU4Rec",
+                                      f"{tmp_path / 'converged.json'}:AttnSeq", f"--markdown={table}"])
+    compare_records.main()
+    rows = [line for line in table.read_text().splitlines() if line.startswith("| ") and "---" not in line][:5]
+    assert rows[0].startswith("| model | settings | training | runs |") and "vs AttnSeq [95% CI]" in rows[0]
+    attnseq, sasrec, narm, gru4rec = rows[1:]  # SASRec misses one target, NARM most, GRU4Rec all
+    assert attnseq.startswith("| AttnSeq | defaults | early stopping | 2 |") and "| reference | - |" in attnseq
+    assert "`converged.json`" in attnseq
+    assert sasrec.startswith("| SASRec | defaults | 600 s budget | 1, 1 budget-stopped |")
+    first_user = 1 / math.log2(reference[0] + 1) / users
+    assert f"{-first_user:+.4f} [" in sasrec and "(seed 1)" in sasrec  # paired on the one seed it ran
+    assert narm.startswith("| NARM | defaults | 45-epoch cap (2 of 2 runs reached it) | 2 |")
+    assert "| **<1e-4** |" in narm
+    assert gru4rec.startswith("| GRU4Rec | defaults | early stopping within 600 s | 1 |")
+    assert "| ICLRec (Chen et al., WWW 2022) | 0.0480 | 0.0834 |" in table.read_text()

@@ -240,6 +240,47 @@ def format_comparison(comparison: dict[str, Any] | None, reference: str | None, 
     return difference, f"**{text}**" if comparison["significant"] else text
 
 
+def runs_text(rows: list[dict[str, Any]]) -> str:
+    """``3``, ``3, 1 budget-stopped``, ``2, 1 failed``: a model's runs."""
+    done = sum(bool(row.get("test")) for row in rows)
+    budget = sum(row.get("status") == "budget" for row in rows)
+    failed = len(rows) - done
+    return f"{done}" + (f", {budget} budget-stopped" if budget else "") + (f", {failed} failed" if failed else "")
+
+
+def model_cells(record: dict[str, Any], label: str, rows: list[dict[str, Any]], comparison: dict[str, Any] | None,
+                reference: str | None, reference_runs: int) -> list[str]:
+    """A model's cells of :func:`summary_table` after its label, from its
+    ``rows`` in ``record``: settings, runs, test NDCG@10 and HR@10, the
+    difference to ``reference`` and its p, best valid NDCG@10, s/epoch,
+    s to best, epochs (best)."""
+    done = [row for row in rows if row.get("test")]
+    difference, p_value = format_comparison(comparison, reference, label)
+    if comparison and len(comparison["seeds"]) < max(len(done), reference_runs):  # not every mean's seed pairs
+        paired = comparison["seeds"]
+        difference += f" ({'seed' if len(paired) == 1 else 'seeds'} {', '.join(map(str, paired))})"
+    settings = (record.get("tuning") or {}).get(label, {}).get("best") or rows[0].get("settings")
+    received = (rows[0].get("result") or {}).get("config")
+    ran_with = [word for word in run_settings.settings_words(run_settings.row_settings(record, rows[0]))
+                if word.partition("=")[0] not in PROTOCOL_KEYS  # those head the document
+                and word.partition("=")[0] not in (settings or {})  # a tuned value replaced it
+                and ("=" not in word or received is None or word.partition("=")[0] in received)]  # its model's
+    return [
+        format_settings(settings, ran_with), runs_text(rows), mean_std([row["test"]["ndcg@10"] for row in done]),
+        mean_std([row["test"]["hit@10"] for row in done if "hit@10" in row["test"]]), difference, p_value,
+        mean_std([row["best_valid"]["ndcg@10"] for row in done if "ndcg@10" in (row.get("best_valid") or {})]),
+        format_seconds(_mean([row.get("train_seconds_per_epoch") for row in done])),
+        format_seconds(_mean([row.get("seconds_to_best") for row in done])),
+        ", ".join(format_epochs(row) for row in done) or "-",
+    ]
+
+
+def mean_test_ndcg(rows: list[dict[str, Any]]) -> float:
+    """The mean test NDCG@10 of the finished ``rows`` (-inf when none finished): the tables' order."""
+    ndcg = [row["test"]["ndcg@10"] for row in rows if row.get("test")]
+    return statistics.fmean(ndcg) if ndcg else -math.inf
+
+
 def summary_table(record: dict[str, Any]) -> str:
     """One line per model over its seeds: settings, test NDCG@10 and HR@10
     mean ± std, the difference in per-user NDCG@10 to the reference with its
@@ -256,36 +297,10 @@ def summary_table(record: dict[str, Any]) -> str:
         "| p (Holm) | best valid NDCG@10 | s/epoch | s to best | epochs (best) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    entries = []
-    for label, rows in by_label.items():
-        done = [row for row in rows if row.get("test")]
-        ndcg = [row["test"]["ndcg@10"] for row in done]
-        entries.append((-(statistics.fmean(ndcg)) if ndcg else math.inf, label, rows, done, ndcg))
     reference_runs = sum(bool(row.get("test")) for row in by_label.get(reference or "", []))
-    for _, label, rows, done, ndcg in sorted(entries, key=lambda entry: entry[0]):
-        budget = sum(row.get("status") == "budget" for row in rows)
-        failed = len(rows) - len(done)
-        runs = (f"{len(done)}" + (f", {budget} budget-stopped" if budget else "")
-                + (f", {failed} failed" if failed else ""))
-        compared = found.get(label)
-        difference, p_value = format_comparison(compared, reference, label)
-        if compared and len(compared["seeds"]) < max(len(done), reference_runs):  # not every mean's seed pairs
-            paired = compared["seeds"]
-            difference += f" ({'seed' if len(paired) == 1 else 'seeds'} {', '.join(map(str, paired))})"
-        settings = (record.get("tuning") or {}).get(label, {}).get("best") or rows[0].get("settings")
-        received = (rows[0].get("result") or {}).get("config")
-        ran_with = [word for word in run_settings.settings_words(run_settings.row_settings(record, rows[0]))
-                    if word.partition("=")[0] not in PROTOCOL_KEYS  # those head the document
-                    and word.partition("=")[0] not in (settings or {})  # a tuned value replaced it
-                    and ("=" not in word or received is None or word.partition("=")[0] in received)]  # its model's
-        epochs = [format_epochs(row) for row in done]
-        lines.append(" | ".join([
-            f"| {label}", format_settings(settings, ran_with), runs, mean_std(ndcg),
-            mean_std([row["test"]["hit@10"] for row in done if "hit@10" in row["test"]]), difference, p_value,
-            mean_std([row["best_valid"]["ndcg@10"] for row in done if "ndcg@10" in (row.get("best_valid") or {})]),
-            format_seconds(_mean([row.get("train_seconds_per_epoch") for row in done])),
-            format_seconds(_mean([row.get("seconds_to_best") for row in done])), ", ".join(epochs) or "-",
-        ]) + " |")
+    for label, rows in sorted(by_label.items(), key=lambda item: -mean_test_ndcg(item[1])):
+        cells = model_cells(record, label, rows, found.get(label), reference, reference_runs)
+        lines.append(" | ".join([f"| {label}", *cells]) + " |")
     return "\n".join(lines)
 
 
