@@ -25,42 +25,14 @@ import json
 import math
 import os
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from recbole_attn.bench import report
+from recbole_attn.bench.model_runs import ModelRuns, model_runs
 from recbole_attn.bench.significance import Comparison, compare, holm_corrected
 from recbole_attn.errors import OneLineArgumentParser
 from recbole_attn.results import write_text_atomic
-from recbole_attn.user_ranks import UserHits, load_user_hits
-
-
-@dataclass(frozen=True)
-class Model:
-    """One ``RECORD.json:LABEL``: the label's rows in that record and the hits they saved."""
-
-    spec: str
-    path: Path
-    record: dict[str, Any]
-    label: str
-    rows: list[dict[str, Any]]
-    hits: dict[int, UserHits]
-
-
-def model_of(spec: str) -> Model:
-    """The runs ``RECORD.json:LABEL`` names (a ValueError saying what is missing)."""
-    path_text, _, label = spec.rpartition(":")
-    if not path_text or not label:
-        raise ValueError(f"{spec!r} is not RECORD.json:LABEL")
-    path = Path(path_text)
-    record = json.loads(path.read_text())
-    rows = [row for row in record["rows"] if row.get("label") == label]
-    hits = {row["seed"]: load_user_hits(path.parent / row["ranks_file"]) for row in rows if row.get("ranks_file")}
-    if not hits:
-        labels = sorted({row.get("label") for row in record["rows"]})
-        raise ValueError(f"no saved hits of {label!r} in {path}; its labels: {', '.join(map(str, labels))}")
-    return Model(spec, path, record, label, rows, hits)
 
 
 def _plain(comparison: Comparison) -> dict[str, Any]:
@@ -69,7 +41,7 @@ def _plain(comparison: Comparison) -> dict[str, Any]:
             for key, value in comparison.as_dict().items()}
 
 
-def training_text(model: Model) -> str:
+def training_text(model: ModelRuns) -> str:
     """What ended the runs: ``early stopping``, ``45-epoch cap (3 of 3 runs
     reached it)``, ``600 s budget`` or ``early stopping within 300 s``."""
     budget, cap = model.record.get("budget_seconds"), model.record.get("epochs")
@@ -83,7 +55,7 @@ def training_text(model: Model) -> str:
     return "early stopping"
 
 
-def markdown(models: list[Model], comparisons: dict[str, Comparison], command: str) -> str:
+def markdown(models: list[ModelRuns], comparisons: dict[str, Comparison], command: str) -> str:
     """The models as one table sorted by test NDCG@10, with the published
     anchors of their dataset and the records they come from."""
     reference = models[-1]
@@ -125,8 +97,8 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, help="write every model and the reference here as one table")
     args = parser.parse_args()
     try:
-        reference = model_of(args.reference)
-        compared = [model_of(spec) for spec in args.models]
+        reference = model_runs(args.reference)
+        compared = [model_runs(spec) for spec in args.models]
     except (OSError, ValueError, KeyError) as error:
         parser.error(str(error))
     overall: list[Comparison] = []
