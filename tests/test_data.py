@@ -188,3 +188,51 @@ def test_batches_are_cut_to_their_longest_window_without_changing_the_loss(patte
         padded[field] = torch.nn.functional.pad(batch[field], (0, 40 - width))
     with torch.no_grad():
         torch.testing.assert_close(model.calculate_loss(batch), model.calculate_loss(padded))
+
+
+def test_length_sorted_pools_batch_similar_windows_and_still_serve_every_row_once(ml100k_split):
+    """length_sorted_pool: each epoch serves every window once, in batches of
+    windows of similar length (sorted within pools, then the batches
+    shuffled), so far fewer padded positions than a plain shuffle (0)."""
+    config, dataset, train, valid, test = ml100k_split
+    # one window per user, as long as the user's history (ml-100k's vary from 17 to hundreds)
+    config["train_batch_size"], config["length_sorted_pool"], config["MAX_ITEM_LIST_LENGTH"] = 4, 3, 1000
+    try:
+        sorted_loader = AllPositionsLoader(config, train)
+        config["length_sorted_pool"] = 0
+        plain = AllPositionsLoader(config, train)
+    finally:
+        config["train_batch_size"], config["length_sorted_pool"], config["MAX_ITEM_LIST_LENGTH"] = 2048, 0, 20
+    lengths = sorted_loader.fields[dataset.item_list_length_field]
+    torch.manual_seed(0)
+    batches = sorted_loader.batch_indices()
+    assert sorted(torch.cat(batches).tolist()) == list(range(sorted_loader.num_rows))
+    assert len(batches) == sorted_loader.num_batches == 15 and all(len(b) == 4 for b in batches)
+    torch.manual_seed(0)
+    plain_batches = plain.batch_indices()
+
+    def padding(batches):  # positions the encoder computes beyond the windows' own
+        return sum(len(b) * int(lengths[b].max()) - int(lengths[b].sum()) for b in batches)
+
+    assert padding(batches) < 0.5 * padding(plain_batches)
+    torch.manual_seed(1)
+    assert [b.tolist() for b in sorted_loader.batch_indices()] != [b.tolist() for b in batches]  # reshuffled
+
+
+def test_length_sorted_pool_is_checked(ml100k_root):
+    with pytest.raises(UsageError, match="length_sorted_pool"):
+        AttnConfig("AttnSeq", "ml-100k", config_dict={"data_path": str(ml100k_root), "length_sorted_pool": -1})
+
+
+def test_length_sorted_pools_keep_a_short_last_batch_last_and_shard_across_processes(ml100k_split):
+    config, dataset, train, valid, test = ml100k_split
+    config["train_batch_size"], config["length_sorted_pool"], config["MAX_ITEM_LIST_LENGTH"] = 7, 2, 1000
+    try:  # 60 windows: 8 batches of 7, then one of 4
+        shards = [AllPositionsLoader(config, train, rank=rank, world_size=2) for rank in (0, 1)]
+    finally:
+        config["train_batch_size"], config["length_sorted_pool"], config["MAX_ITEM_LIST_LENGTH"] = 2048, 0, 20
+    steps = [shard.batch_indices() for shard in shards]
+    assert len(steps[0]) == len(steps[1]) == 9
+    global_batches = [torch.cat([a, b]) for a, b in zip(*steps)]
+    assert [len(b) for b in global_batches] == [7] * 8 + [4]
+    assert sorted(torch.cat(global_batches).tolist()) == list(range(60))
