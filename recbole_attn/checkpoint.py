@@ -61,12 +61,6 @@ UNFINGERPRINTED_KEYS = frozenset({
 })
 
 
-#: Training settings added after checkpoints were first written, each with
-#: the value that trains as runs did before it existed: a checkpoint whose
-#: config lacks one still matches a run that leaves it at that value.
-SETTINGS_ADDED_LATER: dict[str, Any] = {"length_sorted_pool": 0}
-
-
 def training_settings(config: Any) -> dict[str, Any]:
     """The settings of a (plain or RecBole) config that change training."""
     return {key: value for key, value in plain_data(dict(config)).items() if key not in UNFINGERPRINTED_KEYS}
@@ -101,20 +95,6 @@ def differing_settings(stored: dict[str, Any], current: dict[str, Any]) -> list[
     keys = sorted(set(stored) | set(current))
     return [f"{key}: {stored.get(key)!r} -> {current.get(key)!r}" for key in keys
             if stored.get(key) != current.get(key)]
-
-
-def settings_mismatch(state: dict[str, Any], current: dict[str, Any]) -> list[str] | None:
-    """None when a run whose :func:`training_settings` are ``current`` trains
-    as the one that wrote ``state`` did (settings added since, at their
-    :data:`SETTINGS_ADDED_LATER` value, count as the same); else the
-    differing settings."""
-    if _fingerprint_of(state) == settings_fingerprint(current):
-        return None
-    stored = training_settings(state["config"])
-    added = {key: value for key, value in SETTINGS_ADDED_LATER.items() if key not in stored and key in current}
-    if added and settings_fingerprint({**stored, **added}) == settings_fingerprint(current):
-        return None
-    return differing_settings(stored, current)
 
 
 def last_checkpoint_path(saved_model_file: str | os.PathLike) -> str:
@@ -326,8 +306,8 @@ def _resumable_candidate(path: Path, config: Any, current: dict[str, Any], data_
         return None
     if stored["config"].get("model") != model or stored["config"].get("dataset") != dataset:
         return None
-    differing = settings_mismatch(stored, current)
-    if differing is not None:
+    if _fingerprint_of(stored) != settings_fingerprint(current):
+        differing = differing_settings(training_settings(stored["config"]), current)
         logger.warning(f"resume=auto: skipping {path}: it was trained with other settings "
                        f"({'; '.join(differing[:3]) or 'unknown'})")
         return None
@@ -407,8 +387,8 @@ def check_resumable(state: dict[str, Any], path: str, config: Any, data_hash: st
                 f"this run has {key}={config[key]}"
             )
     current = training_settings(config.final_config_dict)
-    differing = settings_mismatch(state, current)
-    if differing is not None:
+    if _fingerprint_of(state) != settings_fingerprint(current):
+        differing = differing_settings(training_settings(state["config"]), current)
         raise UsageError(
             f"checkpoint {path} was trained with other settings ({'; '.join(differing[:8]) or 'unknown'}); "
             f"pass the same options as that run, or start afresh without --resume"

@@ -396,25 +396,6 @@ def test_resume_skips_or_refuses_a_checkpoint_of_other_settings(trained, edge_ro
     assert same["resumed_from"] == trained["last_checkpoint"]  # epochs may change on resume
 
 
-def test_a_checkpoint_from_before_a_setting_existed_matches_runs_at_its_old_behaviour():
-    """A setting added later (SETTINGS_ADDED_LATER) at the value that trains
-    as before does not make older checkpoints unresumable; any other value does."""
-    from recbole_attn.config import PROJECT_DEFAULTS
-
-    old_config = {"model": "SASRec", "learning_rate": 0.001, "seed": 2020}
-    state = {"config": old_config,
-             "fingerprint": checkpoint_module.settings_fingerprint(checkpoint_module.training_settings(old_config))}
-    for key, value in checkpoint_module.SETTINGS_ADDED_LATER.items():
-        assert PROJECT_DEFAULTS[key] == value
-        now = checkpoint_module.training_settings({**old_config, key: value})
-        assert checkpoint_module.settings_mismatch(state, now) is None
-        other = checkpoint_module.training_settings({**old_config, key: 7})
-        assert checkpoint_module.settings_mismatch(state, other) == [f"{key}: None -> 7"]
-    changed = checkpoint_module.training_settings({**old_config, "length_sorted_pool": 0, "learning_rate": 0.01})
-    assert checkpoint_module.settings_mismatch(state, changed) == ["learning_rate: 0.001 -> 0.01",
-                                                                   "length_sorted_pool: None -> 0"]
-
-
 def test_a_checkpoint_of_another_run_is_refused_before_anything_is_written(trained, edge_root, tmp_path, capsys):
     args = _good_args(edge_root, tmp_path, ["--learning_rate=0.01", f"--resume={trained['last_checkpoint']}"])
     assert main(args) == 2
