@@ -73,7 +73,6 @@ PROJECT_DEFAULTS: dict[str, Any] = {
     "backend": None,
     "eval_item_chunk_size": None,
     "window_overlap": 0.0,
-    "length_sorted_pool": 0,
     "strict_keys": False,
     "save_user_ranks": False,
     "item_init": "random",

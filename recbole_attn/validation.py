@@ -217,7 +217,6 @@ KEY_CHECKS: dict[str, Check] = {
     "num_negatives": integer(0),
     "nproc": check_positive,
     "window_overlap": check_probability,
-    "length_sorted_pool": integer(0),
     "user_inter_num_interval": interval,
     "item_inter_num_interval": interval,
 }

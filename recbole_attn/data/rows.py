@@ -6,8 +6,7 @@
   rows and serves it once, cut into windows of ``MAX_ITEM_LIST_LENGTH``, with
   the next item as target at every position. Same split, same items, n times
   fewer encoder passes; each batch is as wide as its longest window, so short
-  histories (most e-commerce data) do not pay for ``MAX_ITEM_LIST_LENGTH``,
-  and ``length_sorted_pool`` can batch windows of similar length together.
+  histories (most e-commerce data) do not pay for ``MAX_ITEM_LIST_LENGTH``.
 * :func:`attach_seen_filters`: makes RecBole's sequential full-sort loaders
   report each user's items of the earlier splits (validation: training;
   test: training and validation), which RecBole's trainer then ranks last,
@@ -117,12 +116,6 @@ class AllPositionsLoader:
     The shuffle is drawn from ``seed + epoch`` (:meth:`set_epoch`), the same
     on every process and the same again after a resume. A single process
     keeps shuffling with the global torch RNG, as before.
-
-    ``length_sorted_pool: N`` (> 0) sorts the shuffled windows by length
-    within each run of ``N`` batches and then shuffles the full batches: a
-    batch is as wide as its longest window, so on short histories this cuts
-    the padded positions the encoder computes (the bucketing of machine
-    translation batches), while every batch still draws from a random pool.
     """
 
     def __init__(self, config: Any, train_data: Any, rank: int | None = None, world_size: int | None = None) -> None:
@@ -132,7 +125,6 @@ class AllPositionsLoader:
         self.rank = distributed.rank() if rank is None else rank
         self.world_size = distributed.world_size() if world_size is None else world_size
         self.seed, self.epoch = config["seed"], 0
-        self.sorted_pool = config["length_sorted_pool"] or 0
         dataset = self.dataset
         max_len = config["MAX_ITEM_LIST_LENGTH"]
         rows = window_rows(*training_sequences(dataset), max_len, window_stride(max_len, config["window_overlap"]))
@@ -162,20 +154,9 @@ class AllPositionsLoader:
     def _order(self) -> torch.Tensor:
         if not self.shuffle:
             return torch.arange(self.num_rows)
-        generator = None if self.world_size == 1 else torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.num_rows, generator=generator)
-        return self._sorted_in_pools(order, generator) if self.sorted_pool else order
-
-    def _sorted_in_pools(self, order: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """``order`` sorted by window length within each pool of
-        ``length_sorted_pool`` batches, then its full batches shuffled (a
-        shorter last batch stays last, where :meth:`batch_indices` expects it)."""
-        lengths = self.fields[self.dataset.item_list_length_field][order]
-        pool = torch.arange(self.num_rows) // (self.sorted_pool * self.batch_size)
-        order = order[torch.argsort(pool * (int(lengths.max()) + 1) + lengths, stable=True)]
-        full = (self.num_batches - 1) * self.batch_size  # the last batch may be shorter or longer
-        batches = order[:full].view(-1, self.batch_size)[torch.randperm(self.num_batches - 1, generator=generator)]
-        return torch.cat([batches.flatten(), order[full:]])
+        if self.world_size == 1:
+            return torch.randperm(self.num_rows)
+        return torch.randperm(self.num_rows, generator=torch.Generator().manual_seed(self.seed + self.epoch))
 
     def batch_indices(self) -> list[torch.Tensor]:
         """Row indices of this process's batches in the current epoch."""
