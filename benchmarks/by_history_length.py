@@ -29,13 +29,10 @@ import numpy as np
 import pandas as pd
 
 from recbole_attn.bench.model_runs import ModelRuns, model_runs
-from recbole_attn.bench.significance import aligned, bootstrap_ci, holm, paired_p_value
+from recbole_attn.bench.significance import ALPHA, aligned, bootstrap_ci, holm, paired_p_value
 from recbole_attn.data.fixtures import ML100K_DIR
 from recbole_attn.errors import OneLineArgumentParser, UsageError
 from recbole_attn.results import write_json_atomic, write_text_atomic
-
-ALPHA = 0.05
-
 
 def inter_file(models: list[ModelRuns], data_path: Path | None) -> Path:
     """The ``.inter`` file of the records' one dataset."""
@@ -115,13 +112,17 @@ def compare_groups(models: list[ModelRuns], reference: ModelRuns, lengths: pd.Se
         ours = np.mean([model_values[s] for s in seeds], axis=0)
         theirs = np.mean([reference_values[s] for s in seeds], axis=0)
         found: list[dict[str, Any]] = []
-        for g, group in enumerate(groups):
+        for g in range(len(groups)):
             inside = group_of == g
+            if not inside.any():  # --edges can leave a group without users
+                found.append({"seeds": seeds, "ndcg@10": None, "reference_ndcg@10": None, "mean_difference": None,
+                              "ci_low": float("nan"), "ci_high": float("nan"), "p_value": 1.0})
+                continue
             difference = ours[inside] - theirs[inside]
-            low, high = bootstrap_ci(difference) if inside.any() else (float("nan"), float("nan"))
-            found.append({"seeds": seeds, "ndcg@10": float(ours[inside].mean()) if inside.any() else None,
-                          "reference_ndcg@10": float(theirs[inside].mean()) if inside.any() else None,
-                          "mean_difference": float(difference.mean()) if inside.any() else None,
+            low, high = bootstrap_ci(difference)
+            found.append({"seeds": seeds, "ndcg@10": float(ours[inside].mean()),
+                          "reference_ndcg@10": float(theirs[inside].mean()),
+                          "mean_difference": float(difference.mean()),
                           "ci_low": low, "ci_high": high, "p_value": paired_p_value(difference)})
         for group, result, p_holm in zip(groups, found, holm([r["p_value"] for r in found])):
             group["models"][model.spec] = {**result, "p_holm": p_holm, "significant": p_holm < ALPHA}

@@ -82,9 +82,8 @@ def markdown(models: list[ModelRuns], comparisons: dict[str, Comparison], comman
                   "over the seeds both ran (seed s against seed s), with a paired bootstrap 95% CI; p: two-sided "
                   "paired t-test, Holm-corrected over the models; **bold**: significant at 0.05. Times come from "
                   "each record's own machine and load (its header): compare them within a record."]
-    anchors = report.published_table(datasets[0]) if len(datasets) == 1 else ""
-    if anchors and shared.get("filter_seen") is True:
-        lines += ["", "Published on the same files (full ranking, history excluded):", "", anchors]
+    if len(datasets) == 1:
+        lines += report.anchor_lines(datasets[0], shared)
     lines += ["", "Records:", ""] + [f"* `{path}`" for path in dict.fromkeys(os.fspath(m.path) for m in models)]
     return "\n".join(lines) + "\n"
 

@@ -332,6 +332,21 @@ def published_table(dataset: str) -> str:
     return "\n".join(lines)
 
 
+def anchor_lines(dataset: str, shared: dict[str, Any]) -> list[str]:
+    """The published anchors of ``dataset`` under a heading that says whether
+    they compare with rows of the :func:`protocol` ``shared`` ([] if none)."""
+    anchors = published_table(dataset)
+    if not anchors:
+        return []
+    if shared.get("filter_seen") is True:
+        return ["", "Published on the same files (full ranking, history excluded):", "", anchors]
+    if not shared:
+        return ["", "Published on the same files (full ranking, history excluded); no run here "
+                    "finished to compare:", "", anchors]
+    return ["", "Published on these files with the user's history excluded from the ranking; this table "
+                "ranks it too (filter_seen off), so the two do not compare:", "", anchors]
+
+
 def protocol(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
     """The :data:`PROTOCOL_KEYS` of the first finished row, and the keys
     whose values differ between finished rows (should be none)."""
@@ -419,15 +434,7 @@ def markdown_document(record: dict[str, Any]) -> str:
         lines += ["", f"Tuning: {record['tune_trials']} trials per model ({drawn}), scored on "
                       "validation NDCG@10 only; the test split is dropped before training in every trial. "
                       "Every trial is in the JSON under `tuning`."]
-    anchors = published_table(record["dataset"])
-    if anchors and shared.get("filter_seen") is True:
-        lines += ["", "Published on the same files (full ranking, history excluded):", "", anchors]
-    elif anchors and not shared:
-        lines += ["", "Published on the same files (full ranking, history excluded); no run here "
-                      "finished to compare:", "", anchors]
-    elif anchors:
-        lines += ["", "Published on these files with the user's history excluded from the ranking; this table "
-                      "ranks it too (filter_seen off), so the two do not compare:", "", anchors]
+    lines += anchor_lines(record["dataset"], shared)
     speed = time_to_quality_table(record)
     if speed:
         reference = record["reference"]
