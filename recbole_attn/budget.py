@@ -99,6 +99,9 @@ class EpochClock(TrainerHook):
         total = sum(loss) if isinstance(loss, tuple) else loss  # RecBole: a tuple for multi-part losses
         entry = {"epoch": len(self.curve), "train_seconds": seconds,
                  "train_loss": float(total) if total is not None else None, "epoch_fraction": 1.0}
+        optimizer = getattr(trainer, "optimizer", None)
+        if optimizer is not None and optimizer.param_groups:  # the rate this epoch trained with
+            entry["learning_rate"] = float(optimizer.param_groups[0]["lr"])
         if isinstance(train_data, DeadlineLoader) and train_data.cut:
             entry.update(epoch_fraction=train_data.served / max(len(train_data), 1), batches=train_data.served)
         self.curve.append(entry)

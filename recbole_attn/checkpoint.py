@@ -61,9 +61,21 @@ UNFINGERPRINTED_KEYS = frozenset({
 })
 
 
+#: Options added after checkpoints were first written, with the value at
+#: which each is off (and the options that only matter when it is on): a
+#: run with them off trains as before they existed, so its fingerprint
+#: leaves them out and older checkpoints stay resumable.
+OFF_WHEN = {"lr_plateau_patience": (0, ("lr_plateau_factor",))}
+
+
 def training_settings(config: Any) -> dict[str, Any]:
     """The settings of a (plain or RecBole) config that change training."""
-    return {key: value for key, value in plain_data(dict(config)).items() if key not in UNFINGERPRINTED_KEYS}
+    settings = {key: value for key, value in plain_data(dict(config)).items() if key not in UNFINGERPRINTED_KEYS}
+    for key, (off, dependents) in OFF_WHEN.items():
+        if settings.get(key, off) == off:
+            for dropped in (key, *dependents):
+                settings.pop(dropped, None)
+    return settings
 
 
 def settings_fingerprint(settings: dict[str, Any]) -> str:

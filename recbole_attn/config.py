@@ -77,6 +77,8 @@ PROJECT_DEFAULTS: dict[str, Any] = {
     "save_user_ranks": False,
     "item_init": "random",
     "item_init_freeze": False,
+    "lr_plateau_patience": 0,
+    "lr_plateau_factor": 0.5,
 }
 
 

@@ -41,6 +41,7 @@ from recbole_attn.hooks import TrainerHook, build_hooked_trainer
 from recbole_attn.item_init import initialize_item_table
 from recbole_attn.logs import run_log, summary_logger
 from recbole_attn.models.base import AttnSequentialRecommender
+from recbole_attn.plateau import PlateauDecay
 from recbole_attn.run_claim import CheckpointClaim, claim, lock_path
 from recbole_attn.results import machine, unique_results_path, versions, write_json_atomic
 from recbole_attn.trainer import AttnTrainer, NonFiniteLossError
@@ -267,8 +268,9 @@ class _Training:
 def _build_training(config: AttnConfig, train_data: Any, write_results: bool,
                     extra_hooks: Sequence[TrainerHook], data_hash: str | None) -> _Training:
     """The model (item table initialised, on its device) and a trainer with
-    the run's hooks: last checkpoint, epoch clock, the caller's, per-user
-    ranks, and metric gathering across processes. Both checkpoint files
+    the run's hooks: last checkpoint, epoch clock, learning-rate decay on a
+    plateau, the caller's, per-user ranks, and metric gathering across
+    processes. Both checkpoint files
     record ``data_hash``, the training data's fingerprint."""
     recommender = config.model_class(config, train_data.dataset)
     initialize_item_table(recommender, config, train_data.dataset)
@@ -281,7 +283,9 @@ def _build_training(config: AttnConfig, train_data: Any, write_results: bool,
     if config["save_user_ranks"] and parallel:
         logger.warning("save_user_ranks: per-user ranks are not saved for multi-process runs")
     # first = outermost: the last checkpoint is written outside the epoch clock
-    hooks = [last, clock, *extra_hooks, *([ranks] if ranks else []),
+    plateau = [PlateauDecay(config["lr_plateau_patience"], config["lr_plateau_factor"])
+               ] if config["lr_plateau_patience"] else []
+    hooks = [last, clock, *plateau, *extra_hooks, *([ranks] if ranks else []),
              *([distributed.GatherMetrics()] if parallel else [])]
     trainer = build_trainer(config, recommender, hooks, data_hash)
     return _Training(trainer, clock, last, ranks)

@@ -62,6 +62,11 @@ def number(minimum: float, strict: bool = False, optional: bool = False) -> Chec
     return check
 
 
+def open_fraction(key: str, value: Any) -> None:
+    if not _is_number(value) or not 0 < value < 1:
+        raise _fail(key, value, "a number in (0, 1)")
+
+
 def boolean(key: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise _fail(key, value, "True or False")
@@ -193,6 +198,8 @@ KEY_CHECKS: dict[str, Check] = {
     "eval_batch_size": integer(1),
     "seed": integer(),
     "learning_rate": number(0, strict=True),
+    "lr_plateau_patience": integer(0),
+    "lr_plateau_factor": open_fraction,
     "weight_decay": number(0),
     "time_budget": number(0, optional=True),
     "topk": topk,
@@ -225,6 +232,15 @@ PATTERN_CHECKS: tuple[tuple[re.Pattern[str], Check], ...] = (
     (re.compile(r".*dropout(_prob|_rate)?$"), check_probability),
     (re.compile(r"(n_layers|n_heads|hidden_size|embedding_size|inner_size|num_layers)$"), integer(1)),
 )
+
+
+def check_plateau_patience(settings: Mapping[str, Any]) -> None:
+    """A patience beyond ``stopping_step`` would lower the rate only on the
+    validation that ends the run."""
+    patience, stopping = settings.get("lr_plateau_patience"), settings.get("stopping_step")
+    if _is_int(patience) and _is_int(stopping) and patience > stopping:
+        raise UsageError(f"lr_plateau_patience must be 0 (off) to stopping_step={stopping}, got {patience}: "
+                         f"a larger one would lower the rate only as early stopping ends the run")
 
 
 def check_metric_kinds(settings: Mapping[str, Any]) -> None:
@@ -278,6 +294,7 @@ def validate_settings(settings: Mapping[str, Any]) -> None:
         check_metric_kinds(settings)
     if "metrics" in settings and "topk" in settings:
         check_valid_metric(settings)
+    check_plateau_patience(settings)
     hidden, heads = settings.get("hidden_size"), settings.get("n_heads")
     if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 and hidden % heads:
         raise UsageError(f"hidden_size {hidden} must be divisible by n_heads {heads}")
