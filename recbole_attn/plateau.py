@@ -41,10 +41,5 @@ class PlateauDecay(TrainerHook):
             return
         for group in trainer.optimizer.param_groups:
             group["lr"] *= self.factor
-        trainer.logger.info(f"learning rate lowered to {learning_rate(trainer.optimizer):.3g} after "
-                            f"{stalled} validations without a new best")
-
-
-def learning_rate(optimizer: Any) -> float:
-    """The optimizer's current learning rate (its first parameter group's)."""
-    return float(optimizer.param_groups[0]["lr"])
+        trainer.logger.info(f"learning rate lowered to {trainer.optimizer.param_groups[0]['lr']:.3g} "
+                            f"after {stalled} validations without a new best")

@@ -270,8 +270,8 @@ def _build_training(config: AttnConfig, train_data: Any, write_results: bool,
     """The model (item table initialised, on its device) and a trainer with
     the run's hooks: last checkpoint, epoch clock, learning-rate decay on a
     plateau, the caller's, per-user ranks, and metric gathering across
-    processes. Both checkpoint files
-    record ``data_hash``, the training data's fingerprint."""
+    processes. Both checkpoint files record ``data_hash``, the training
+    data's fingerprint."""
     recommender = config.model_class(config, train_data.dataset)
     initialize_item_table(recommender, config, train_data.dataset)
     recommender = recommender.to(config["device"])

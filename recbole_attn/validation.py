@@ -238,7 +238,7 @@ def check_plateau_patience(settings: Mapping[str, Any]) -> None:
     """A patience beyond ``stopping_step`` would lower the rate only on the
     validation that ends the run."""
     patience, stopping = settings.get("lr_plateau_patience"), settings.get("stopping_step")
-    if _is_int(patience) and _is_int(stopping) and patience > stopping:
+    if isinstance(patience, int) and isinstance(stopping, int) and patience > stopping:
         raise UsageError(f"lr_plateau_patience must be 0 (off) to stopping_step={stopping}, got {patience}: "
                          f"a larger one would lower the rate only as early stopping ends the run")
 
