@@ -109,6 +109,15 @@ def differing_settings(stored: dict[str, Any], current: dict[str, Any]) -> list[
             if stored.get(key) != current.get(key)]
 
 
+def settings_mismatch(state: dict[str, Any], current: dict[str, Any]) -> list[str] | None:
+    """None when a run whose :func:`training_settings` are ``current`` trains
+    as the one that wrote the checkpoint ``state`` did; else the differing
+    settings (by fingerprint, so a checkpoint's recorded one decides)."""
+    if _fingerprint_of(state) == settings_fingerprint(current):
+        return None
+    return differing_settings(training_settings(state["config"]), current)
+
+
 def last_checkpoint_path(saved_model_file: str | os.PathLike) -> str:
     """``saved/AttnSeq-<time>.pth`` -> ``saved/AttnSeq-<time>-last.pth``."""
     stem, _ = os.path.splitext(os.fspath(saved_model_file))
@@ -318,8 +327,8 @@ def _resumable_candidate(path: Path, config: Any, current: dict[str, Any], data_
         return None
     if stored["config"].get("model") != model or stored["config"].get("dataset") != dataset:
         return None
-    if _fingerprint_of(stored) != settings_fingerprint(current):
-        differing = differing_settings(training_settings(stored["config"]), current)
+    differing = settings_mismatch(stored, current)
+    if differing is not None:
         logger.warning(f"resume=auto: skipping {path}: it was trained with other settings "
                        f"({'; '.join(differing[:3]) or 'unknown'})")
         return None
@@ -399,8 +408,8 @@ def check_resumable(state: dict[str, Any], path: str, config: Any, data_hash: st
                 f"this run has {key}={config[key]}"
             )
     current = training_settings(config.final_config_dict)
-    if _fingerprint_of(state) != settings_fingerprint(current):
-        differing = differing_settings(training_settings(state["config"]), current)
+    differing = settings_mismatch(state, current)
+    if differing is not None:
         raise UsageError(
             f"checkpoint {path} was trained with other settings ({'; '.join(differing[:8]) or 'unknown'}); "
             f"pass the same options as that run, or start afresh without --resume"
