@@ -92,8 +92,10 @@ def per_user(models: list[ModelRuns]) -> tuple[np.ndarray, list[dict[int, np.nda
 
 def compare_groups(models: list[ModelRuns], reference: ModelRuns, lengths: pd.Series,
                    edges: list[int] | None) -> dict[str, Any]:
-    """Per history-length group: its users, the reference's NDCG@10 and each
-    model's, and each model's difference to the reference with CI and p."""
+    """Per history-length group: its users, the reference's NDCG@10 over all
+    its seeds, and each model's NDCG@10 and difference to the reference over
+    the seeds both ran, with CI and p. The reference's column does not
+    depend on which models are listed or in what order."""
     users, values = per_user([*models, reference])
     user_lengths = lengths.reindex(users).to_numpy()
     if np.isnan(user_lengths).any():
@@ -103,8 +105,12 @@ def compare_groups(models: list[ModelRuns], reference: ModelRuns, lengths: pd.Se
     group_of = np.searchsorted(np.asarray(edges), user_lengths, side="left")
     names = group_names(edges)
     reference_values = values[-1]
+    reference_mean = np.mean(list(reference_values.values()), axis=0)
     groups: list[dict[str, Any]] = [
-        {"lengths": name, "users": int((group_of == g).sum()), "models": {}} for g, name in enumerate(names)]
+        {"lengths": name, "users": int((group_of == g).sum()),
+         "reference_ndcg@10": float(reference_mean[group_of == g].mean()) if (group_of == g).any() else None,
+         "reference_seeds": sorted(reference_values), "models": {}}
+        for g, name in enumerate(names)]
     for model, model_values in zip(models, values[:-1]):
         seeds = sorted(set(model_values) & set(reference_values))
         if not seeds:
@@ -139,7 +145,7 @@ def markdown(result: dict[str, Any], models: list[ModelRuns], reference: ModelRu
     lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for group in result["groups"]:
         cells = [group["lengths"], f"{group['users']:,}",
-                 _metric(group["models"][models[0].spec]["reference_ndcg@10"])]
+                 _metric(group["reference_ndcg@10"])]
         for model in models:
             found = group["models"][model.spec]
             if found["mean_difference"] is None:
@@ -150,7 +156,8 @@ def markdown(result: dict[str, Any], models: list[ModelRuns], reference: ModelRu
                          + (f"**{p_text}**" if found["significant"] else p_text))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "History length: the user's interactions in the `.inter` file before the test item. "
-                  f"{reference.label} NDCG@10: the group's mean over the seeds it shares with the first model. "
+                  f"{reference.label} NDCG@10: the group's mean over all of its seeds "
+                  f"({', '.join(str(seed) for seed in sorted(reference.hits))}). "
                   f"Δ: the model's per-user NDCG@10 less {reference.label}'s, seed against seed over the seeds "
                   "both ran, with a paired bootstrap 95% CI; p: paired t-test, Holm-corrected over each "
                   "model's groups; **bold**: significant at 0.05.", "",

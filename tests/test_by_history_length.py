@@ -75,6 +75,28 @@ def test_each_group_gets_its_users_paired_differences_over_shared_seeds(tmp_path
     assert "| ≤ 3 | 2 | 1.0000 | -1.0000 [-1.0000, -1.0000], **p <1e-4** |" in text
 
 
+def test_the_reference_column_is_its_mean_over_all_its_seeds_whatever_model_comes_first(tmp_path):
+    """The reference hits everyone at rank 1 on seed 1 and misses everyone on
+    seed 2; the first model ran seed 1 only. The column shows the reference's
+    two-seed mean (0.5), while the model's Δ pairs seed 1 alone (rank 2 against 1)."""
+    script = benchmark_script("by_history_length.py")
+    inter = write_inter(tmp_path)
+    reference = write_record(tmp_path, "R", {1: [1] * 6, 2: [0] * 6})
+    one_seed = write_record(tmp_path, "M", {1: [2] * 6})
+    two_seeds = write_record(tmp_path, "N", {1: [1] * 6, 2: [1] * 6})
+    for order in ([one_seed, two_seeds], [two_seeds, one_seed]):
+        script.main([*order, reference, f"--data_path={inter}", "--edges=8", f"--output={tmp_path / 'out'}"])
+        saved = json.loads((tmp_path / "out.json").read_text())
+        short, long = saved["groups"]
+        assert short["reference_ndcg@10"] == pytest.approx(0.5) and short["reference_seeds"] == [1, 2]
+        found = short["models"][one_seed]
+        assert found["seeds"] == [1] and found["reference_ndcg@10"] == 1
+        assert found["mean_difference"] == pytest.approx(1 / math.log2(3) - 1)
+        assert short["models"][two_seeds]["mean_difference"] == pytest.approx(0.5)
+        text = (tmp_path / "out.md").read_text()
+        assert "| ≤ 8 | 5 | 0.5000 |" in text and "mean over all of its seeds (1, 2)" in text
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--edges=3,x"], "--edges '3,x' is not a comma-separated list of whole numbers"),
     (["--edges=8,3"], "--edges '8,3' must rise strictly"),
