@@ -1,7 +1,9 @@
-"""What the chunked cross-entropy and the last-position forward buy AttnSeq,
-measured A/B, interleaved, in one process.
+"""What the chunked cross-entropy, the last-position forward and packed
+windows buy AttnSeq, measured A/B, interleaved, in one process.
 
     python benchmarks/attnseq_speedups.py --dataset ml-100k --rounds 4
+    python benchmarks/attnseq_speedups.py --dataset amazon-beauty --data_path ../shared/data \
+        --config_files properties/sparse.yaml --cases packing --rounds 3
 
 * **training epoch**: the shipped trainer's ``_train_epoch`` over the
   all-positions windows, with the loss computed by
@@ -10,7 +12,10 @@ measured A/B, interleaved, in one process.
   (B): two models sharing one set of weights, which keeps training;
 * **validation pass**: the trainer's ``_valid_epoch`` (full ranking of every
   user) with ``AttnSeq.forward`` computing only the last position in the last
-  block (A) and with the whole causal ``encode`` then gathered (B).
+  block (A) and with the whole causal ``encode`` then gathered (B);
+* **packing**: the shipped model's training epoch on the same windows,
+  padded to each batch's longest window (A) and packed end to end
+  (``pack_windows``, B); B / A < 1 there means packing is faster.
 
 B is :class:`TextbookAttnSeq`, a subclass; nothing shipped is replaced.
 
@@ -21,7 +26,9 @@ hits both alike; the medians are reported. Writes ``<output>.json`` and
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +63,10 @@ class TextbookAttnSeq(AttnSeq):
         return self.gather_indexes(self.encode(item_seq, item_seq_len, user), item_seq_len - 1)
 
 
+#: --cases name -> the case's name in the table.
+CASES = {"linear_ce": "train epoch", "last_position": "validation pass", "packing": "train epoch, packing"}
+
+
 def timed(action: Callable[[], Any]) -> float:
     began = time.perf_counter()
     action()
@@ -66,13 +77,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--data_path", default=None)
+    parser.add_argument("--config_files", default=None, help="property files, comma-separated")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--note", default="", help="what else was running on the machine")
     parser.add_argument("--output", default="docs/results/attnseq_speedups")
     args = parser.parse_args()
 
+    chosen = args.cases.split(",")
+    if not chosen or any(case not in CASES for case in chosen):
+        parser.error(f"--cases {args.cases!r}: valid choices are {', '.join(CASES)}")
     settings = {"state": "WARNING", **({"data_path": args.data_path} if args.data_path else {})}
-    config = AttnConfig("AttnSeq", args.dataset, config_dict=settings)
+    config = AttnConfig("AttnSeq", args.dataset, config_dict=settings,
+                        config_file_list=args.config_files.split(",") if args.config_files else None)
     init_seed(config["seed"], config["reproducibility"])
     train, valid, _ = data_preparation(config, create_dataset(config))
     shipped = AttnSeq(config, train.dataset).to(config["device"])
@@ -81,6 +98,8 @@ def main() -> None:
     textbook.load_state_dict(shipped.state_dict(), assign=True)
     trainers = {"A": AttnTrainer(config, shipped), "B": AttnTrainer(config, textbook)}
     loader = AllPositionsLoader(config, train)
+    packed_loader = AllPositionsLoader(config, train)
+    packed_loader.pack = True
 
     def train_epoch(variant: str) -> float:
         return timed(lambda: trainers[variant]._train_epoch(loader, 0))
@@ -88,12 +107,16 @@ def main() -> None:
     def valid_epoch(variant: str) -> float:
         return timed(lambda: trainers[variant]._valid_epoch(valid))
 
-    cases = {
-        "train epoch": {"A: chunked linear CE": lambda: train_epoch("A"),
-                        "B: F.cross_entropy on full logits": lambda: train_epoch("B")},
-        "validation pass": {"A: last position only in the last block": lambda: valid_epoch("A"),
-                            "B: full encode, then gather": lambda: valid_epoch("B")},
+    every_case = {
+        "linear_ce": {"A: chunked linear CE": lambda: train_epoch("A"),
+                      "B: F.cross_entropy on full logits": lambda: train_epoch("B")},
+        "last_position": {"A: last position only in the last block": lambda: valid_epoch("A"),
+                          "B: full encode, then gather": lambda: valid_epoch("B")},
+        "packing": {"A: windows padded to the batch's longest": lambda: train_epoch("A"),
+                    "B: windows packed end to end": lambda: timed(
+                        lambda: trainers["A"]._train_epoch(packed_loader, 0))},
     }
+    cases = {CASES[case]: every_case[case] for case in chosen}
     for variants in cases.values():  # warm-up, not timed
         for run in variants.values():
             run()
@@ -107,8 +130,9 @@ def main() -> None:
             f"{name} {times[-1]:.3f}s" for per_case in seconds.values() for name, times in per_case.items()),
             flush=True)
 
+    command = shlex.join(["python", "benchmarks/attnseq_speedups.py", *sys.argv[1:]])
     lines = [f"## AttnSeq speed-ups, A/B interleaved, {args.dataset}", "",
-             f"Command: `python benchmarks/attnseq_speedups.py --dataset {args.dataset} --rounds {args.rounds}`. "
+             f"Command: `{command}`. "
              f"Started {began}. Machine: {machine(config['device'])}; torch threads {torch.get_num_threads()}. "
              f"{args.note}", "",
              f"{loader.num_rows} windows, {loader.num_targets} training targets, {train.dataset.item_num} items; "
@@ -129,7 +153,7 @@ def main() -> None:
     print(text)
     output = Path(args.output)
     write_json_atomic(output.with_suffix(".json"), {
-        "command": f"python benchmarks/attnseq_speedups.py --dataset {args.dataset} --rounds {args.rounds}",
+        "command": command,
         "started": began, "note": args.note, "seconds": seconds, "ratios": ratios,
         "machine": machine(config["device"]), "versions": versions()})
     write_text_atomic(output.with_suffix(".md"), text)

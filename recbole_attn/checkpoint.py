@@ -65,7 +65,7 @@ UNFINGERPRINTED_KEYS = frozenset({
 #: which each is off (and the options that only matter when it is on): a
 #: run with them off trains as before they existed, so its fingerprint
 #: leaves them out and older checkpoints stay resumable.
-OFF_WHEN = {"lr_plateau_patience": (0, ("lr_plateau_factor",))}
+OFF_WHEN = {"lr_plateau_patience": (0, ("lr_plateau_factor",)), "pack_windows": (False, ())}
 
 
 def training_settings(config: Any) -> dict[str, Any]:

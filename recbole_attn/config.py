@@ -73,6 +73,7 @@ PROJECT_DEFAULTS: dict[str, Any] = {
     "backend": None,
     "eval_item_chunk_size": None,
     "window_overlap": 0.0,
+    "pack_windows": False,
     "strict_keys": False,
     "save_user_ranks": False,
     "item_init": "random",

@@ -210,6 +210,7 @@ KEY_CHECKS: dict[str, Check] = {
     "filter_seen": boolean,
     "strict_keys": boolean,
     "save_user_ranks": boolean,
+    "pack_windows": boolean,
     "item_init_freeze": boolean,
     "user_features": field_names,
     "selected_features": field_names,

@@ -24,6 +24,7 @@ from recbole.data.dataloader.general_dataloader import FullSortEvalDataLoader
 from recbole.data.interaction import Interaction
 
 from recbole_attn import distributed
+from recbole_attn.data.packing import POSITION_SEQ_FIELD, SEGMENT_SEQ_FIELD, pack_windows
 from recbole_attn.errors import UsageError
 from recbole_attn.models.base import TARGET_SEQ_FIELD
 
@@ -125,6 +126,7 @@ class AllPositionsLoader:
         self.rank = distributed.rank() if rank is None else rank
         self.world_size = distributed.world_size() if world_size is None else world_size
         self.seed, self.epoch = config["seed"], 0
+        self.pack = bool(config["pack_windows"])
         dataset = self.dataset
         max_len = config["MAX_ITEM_LIST_LENGTH"]
         rows = window_rows(*training_sequences(dataset), max_len, window_stride(max_len, config["window_overlap"]))
@@ -172,8 +174,19 @@ class AllPositionsLoader:
             # windows are right-padded and every model on them is causal: the padding after the
             # batch's longest window changes no output, so it is cut before the model sees it
             width = int(lengths[index].max()) if len(index) else 0
-            yield Interaction({name: column[index][:, :width] if name in sequence_fields else column[index]
-                               for name, column in self.fields.items()})
+            batch = {name: column[index][:, :width] if name in sequence_fields else column[index]
+                     for name, column in self.fields.items()}
+            yield Interaction(self._packed(batch) if self.pack and len(index) else batch)
+
+    def _packed(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch's windows packed into rows (:mod:`recbole_attn.data.packing`);
+        a packed row holds several users, so it has no user id."""
+        dataset = self.dataset
+        packed = pack_windows(batch[dataset.item_id_list_field], batch[TARGET_SEQ_FIELD],
+                              batch[dataset.item_list_length_field])
+        return {dataset.item_id_list_field: packed["item_seq"], dataset.item_list_length_field: packed["lengths"],
+                TARGET_SEQ_FIELD: packed["targets"], POSITION_SEQ_FIELD: packed["positions"],
+                SEGMENT_SEQ_FIELD: packed["segments"]}
 
 
 def seen_items(owners: np.ndarray, items: np.ndarray, n_users: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,6 +35,7 @@ from recbole_attn.models.layers import (
     AttentionPooling,
     FieldTokenEmbedding,
     TransformerBlock,
+    same_window_mask,
     select_positions,
     zero_padding_row,
 )
@@ -74,6 +75,7 @@ class AttnSeq(AttnSequentialRecommender):
     properties_file = MODEL_PROPERTIES_DIR / "AttnSeq.yaml"
     supports_all_positions = True
     supports_user_features = True
+    supports_packed_windows = True
     option_choices = {**AttnSequentialRecommender.option_choices, "feature_fusion": FEATURE_FUSIONS,
                       "readout": READOUTS}
 
@@ -101,6 +103,9 @@ class AttnSeq(AttnSequentialRecommender):
         check_choice("feature_fusion", self.feature_fusion, FEATURE_FUSIONS)
         self.readout = config["readout"] or "last"
         check_choice("readout", self.readout, READOUTS)
+        if config["pack_windows"] and (self.readout != "last" or as_list(config["user_features"])):
+            raise UsageError("pack_windows: True needs readout: last and no user_features (a pooled readout or a "
+                             "user token would reach across the windows of a packed row); set pack_windows: False")
 
         # layers
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
@@ -152,9 +157,11 @@ class AttnSeq(AttnSequentialRecommender):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
 
-    def embed(self, item_seq: torch.Tensor, user: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def embed(self, item_seq: torch.Tensor, user: dict[str, torch.Tensor] | None = None,
+              positions: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L, H) input: item (+ features) + position embeddings; with a
-        user token, (B, 1 + L, H) with the user first."""
+        user token, (B, 1 + L, H) with the user first. ``positions`` (B, L):
+        each item's place in its own window (packed rows), else 0, 1, ..."""
         x = self.item_embedding(item_seq)
         if self.feature_embedding is not None:
             features = self.feature_embedding(item_seq)
@@ -164,26 +171,32 @@ class AttnSeq(AttnSequentialRecommender):
                 x = x + features
         if self.user_token is not None:
             x = torch.cat([self.user_token(user, len(item_seq))[:, None].to(x.dtype), x], dim=1)
-        positions = torch.arange(x.shape[1], device=item_seq.device)
+        if positions is None:
+            positions = torch.arange(x.shape[1], device=item_seq.device)
         x = x + self.position_embedding(positions)
         return self.emb_dropout(self.input_norm(x))
 
     def encode(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor,
-               user: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+               user: dict[str, torch.Tensor] | None = None, positions: torch.Tensor | None = None,
+               segments: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L, H) output at every item position; position t sees items <= t
-        (and the user token)."""
-        return self._encode(item_seq, need_weights=False, user=user)[0]
+        (and the user token). Packed rows (:mod:`recbole_attn.data.packing`)
+        bring each item's ``positions`` in its window and the window
+        ``segments``: a position then sees only earlier items of its window."""
+        return self._encode(item_seq, need_weights=False, user=user, positions=positions, segments=segments)[0]
 
     def _encode(self, item_seq: torch.Tensor, need_weights: bool, user: dict[str, torch.Tensor] | None = None,
+                positions: torch.Tensor | None = None, segments: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """:meth:`encode`, and with ``need_weights`` each layer's (B, heads, P, P)
         weights, then the readout's (B, 1, P, P); P = L, or 1 + L with the
         user token first (the readout pools item outputs: its user row and
         column are 1 on the user and 0 elsewhere)."""
-        x = self.embed(item_seq, user)
+        x = self.embed(item_seq, user, positions)
+        mask = None if segments is None else same_window_mask(segments)
         layer_weights = []
         for block in self.blocks:
-            x, weights = block(x, need_weights)
+            x, weights = block(x, need_weights, mask=mask)
             if weights is not None:
                 layer_weights.append(weights)
         x = self.final_norm(x)[:, self.offset:]

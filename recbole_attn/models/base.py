@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
 
+from recbole_attn.data.packing import POSITION_SEQ_FIELD, SEGMENT_SEQ_FIELD
 from recbole_attn.errors import UsageError, check_choice, check_positive
 from recbole_attn.models.linear_ce import linear_cross_entropy
 from recbole_attn.models.user_token import UserToken
@@ -44,6 +45,8 @@ class AttnSequentialRecommender(SequentialRecommender):
     properties_file: ClassVar[Path] = MODEL_PROPERTIES_DIR / "AttnSequentialRecommender.yaml"
     #: Whether ``encode`` gives a causal vector per position.
     supports_all_positions: ClassVar[bool] = False
+    #: Whether ``encode`` takes packed rows (``positions``, ``segments``: ``pack_windows``).
+    supports_packed_windows: ClassVar[bool] = False
     #: Valid values of the model's text options; the config checks them before any data is read.
     option_choices: ClassVar[dict[str, tuple[str, ...]]] = {
         "loss_type": LOSS_TYPES, "negative_sampler": NEGATIVE_SAMPLERS,
@@ -162,7 +165,9 @@ class AttnSequentialRecommender(SequentialRecommender):
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         if TARGET_SEQ_FIELD in interaction:
             targets = interaction[TARGET_SEQ_FIELD]  # (B, L), 0 = no target
-            hidden = self.encode(item_seq, item_seq_len, **self.user_input(interaction))
+            packed = ({"positions": interaction[POSITION_SEQ_FIELD], "segments": interaction[SEGMENT_SEQ_FIELD]}
+                      if SEGMENT_SEQ_FIELD in interaction else {})
+            hidden = self.encode(item_seq, item_seq_len, **self.user_input(interaction), **packed)
             return self._all_positions_loss(hidden, targets)
         if self._expects_all_positions:  # a trainer that is not AttnTrainer handed RecBole's prefix rows
             warnings.warn(f"{type(self).__name__} is configured with train_mode='all_positions' but is trained on "

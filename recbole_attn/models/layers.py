@@ -37,12 +37,15 @@ def attend(
     need_weights: bool = False,
     bias: torch.Tensor | None = None,
     causal_offset: int = 0,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``softmax(query key^T * scale + bias + mask) value`` over the last two dims.
 
     query (B, h, Lq, d), key (B, h, Lk, d), value (B, h, Lk, dv);
     key_mask (B, Lk) bool, True where a key may be attended to; ``bias``
-    float logits broadcastable to (B, h, Lq, Lk), added to the scores. A
+    float logits broadcastable to (B, h, Lq, Lk), added to the scores;
+    ``mask`` bool broadcastable to (B, h, Lq, Lk), True where a query may
+    look (e.g. inside its own window of a packed row). A
     scorer that is not a dot product (additive, linear) passes its logits as
     ``bias`` with zero-width query/key: SDPA adds them as a float mask and
     differentiates through it, so every scorer shares this one softmax.
@@ -53,9 +56,9 @@ def attend(
     Returns the output (B, h, Lq, dv) and, if ``need_weights``, the weights
     (B, h, Lq, Lk), computed without dropout.
     """
-    allowed = None  # bool, broadcastable to (B, h, Lq, Lk): where attention may look
+    allowed = mask  # bool, broadcastable to (B, h, Lq, Lk): where attention may look
     if key_mask is not None:
-        allowed = key_mask[:, None, None, :]  # (B, 1, 1, Lk)
+        allowed = key_mask[:, None, None, :] if allowed is None else allowed & key_mask[:, None, None, :]
     if causal and (allowed is not None or bias is not None or causal_offset):
         lq, lk = query.shape[-2], key.shape[-2]
         tril = torch.ones(lq, lk, dtype=torch.bool, device=query.device).tril(diagonal=causal_offset)
@@ -184,11 +187,14 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(resid_dropout)
 
     def forward(
-        self, x: torch.Tensor, need_weights: bool = False, query_index: torch.Tensor | None = None
+        self, x: torch.Tensor, need_weights: bool = False, query_index: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, L, H) -> (B, L, H), each position over itself and earlier ones.
         ``query_index`` (B,): only that position's output, (B, 1, H), over
-        keys up to it -- what inference needs from the last layer."""
+        keys up to it -- what inference needs from the last layer. ``mask``
+        (B, 1, L, L) bool narrows what each position sees further (packed
+        windows: its own window)."""
         batch, length, hidden = x.shape
         q, k, v = self.qkv_proj(x).split(hidden, dim=2)
         key_mask = None
@@ -199,9 +205,15 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(batch, t.shape[1], self.n_heads, -1).transpose(1, 2) for t in (q, k, v))
         dropout = self.attn_dropout if self.training else 0.0
         y, weights = attend(q, k, v, key_mask=key_mask, causal=query_index is None, dropout_p=dropout,
-                            need_weights=need_weights)
+                            need_weights=need_weights, mask=mask)
         y = y.transpose(1, 2).reshape(batch, q.shape[2], hidden)
         return self.resid_dropout(self.out_proj(y)), weights
+
+
+def same_window_mask(segments: torch.Tensor) -> torch.Tensor:
+    """(B, 1, L, L) bool of a packed row's segment ids (B, L): True where
+    query and key belong to one window."""
+    return (segments[:, :, None] == segments[:, None, :])[:, None]
 
 
 def select_positions(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -237,17 +249,19 @@ class TransformerBlock(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, need_weights: bool = False, query_index: torch.Tensor | None = None
+        self, x: torch.Tensor, need_weights: bool = False, query_index: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``query_index`` (B,): compute only that position, (B, 1, H) (see
+        """``query_index`` (B,): compute only that position, (B, 1, H); ``mask``:
+        what each position may see besides causality (see
         :class:`CausalSelfAttention`); the block's other work is per position."""
         residual = x if query_index is None else select_positions(x, query_index)
         if self.norm_first:
-            attn_out, weights = self.attention(self.attn_norm(x), need_weights, query_index)
+            attn_out, weights = self.attention(self.attn_norm(x), need_weights, query_index, mask)
             x = residual + attn_out
             x = x + self.feed_forward(self.ffn_norm(x))
         else:
-            attn_out, weights = self.attention(x, need_weights, query_index)
+            attn_out, weights = self.attention(x, need_weights, query_index, mask)
             x = self.attn_norm(residual + attn_out)
             x = self.ffn_norm(x + self.feed_forward(x))
         return x, weights
