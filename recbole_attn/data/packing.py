@@ -10,6 +10,8 @@ are those of the padded batch; only the padding work goes.
 """
 from __future__ import annotations
 
+import heapq
+
 import torch
 
 #: Interaction fields of a packed batch: each position's place in its own
@@ -18,10 +20,22 @@ POSITION_SEQ_FIELD = "position_list"
 SEGMENT_SEQ_FIELD = "segment_list"
 
 
+def assign_rows(lengths: list[int], rows: int) -> tuple[list[int], list[int]]:
+    """Each window's row and start column: longest first, each to the row
+    filled least so far (Graham's LPT rule), which fills ``rows`` rows about
+    evenly. A loop over a batch's windows (tens), not over items."""
+    fills = [(0, row) for row in range(rows)]
+    row_of, start_of = [0] * len(lengths), [0] * len(lengths)
+    for window in sorted(range(len(lengths)), key=lambda w: -lengths[w]):
+        fill, row = heapq.heappop(fills)
+        row_of[window], start_of[window] = row, fill
+        heapq.heappush(fills, (fill + lengths[window], row))
+    return row_of, start_of
+
+
 def pack_windows(item_seq: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
     """Lay right-padded windows (N, W) of ``lengths`` (N,) end to end in
-    ``ceil(sum / longest)`` rows, longest first, dealt to the rows in
-    alternating directions so that the rows fill about evenly.
+    ``ceil(sum / longest)`` rows (:func:`assign_rows`).
 
     Returns ``item_seq``, ``targets``, ``positions`` and ``segments``, each
     (rows, width), and ``lengths`` (rows,), the positions each row fills.
@@ -29,23 +43,9 @@ def pack_windows(item_seq: torch.Tensor, targets: torch.Tensor, lengths: torch.T
     lengths = lengths.long()
     count = len(lengths)
     rows = max(1, -(-int(lengths.sum()) // max(1, int(lengths.max()))))
-    by_length = torch.argsort(lengths, descending=True, stable=True)
-    rank = torch.arange(count)
-    lap, slot = rank // rows, rank % rows
-    row_of_ranked = torch.where(lap % 2 == 0, slot, rows - 1 - slot)
-    row = torch.empty_like(row_of_ranked)
-    row[by_length] = row_of_ranked
-    # each window starts after the windows of lower rank in its row
-    ranked_lengths = lengths[by_length]
-    in_row_order = torch.argsort(row_of_ranked * count + rank, stable=True)
-    ends = torch.cumsum(ranked_lengths[in_row_order], 0)
-    row_fill = torch.bincount(row_of_ranked, weights=ranked_lengths, minlength=rows).long()
-    row_start = torch.cumsum(row_fill, 0) - row_fill
-    start_ranked = torch.empty_like(ranked_lengths)
-    start_ranked[in_row_order] = ends - ranked_lengths[in_row_order] - row_start[row_of_ranked[in_row_order]]
-    start = torch.empty_like(start_ranked)
-    start[by_length] = start_ranked
-
+    row_of, start_of = assign_rows(lengths.tolist(), rows)
+    row, start = torch.tensor(row_of), torch.tensor(start_of)
+    row_fill = torch.zeros(rows, dtype=torch.long).index_add_(0, row, lengths)
     width = int(row_fill.max())
     position = torch.arange(item_seq.shape[1])[None, :].expand(count, -1)
     valid = position < lengths[:, None]
