@@ -136,6 +136,22 @@ def parse_cmd_args(args: Sequence[str]) -> dict[str, str]:
     return parsed
 
 
+def check_packing(final: dict[str, Any], model_class: type) -> None:
+    """``pack_windows`` puts several users' windows in one row: only a model
+    whose every output stays inside its own window may see such rows."""
+    if not final.get("pack_windows"):
+        return
+    model = model_class.__name__
+    if not getattr(model_class, "supports_packed_windows", False) or final.get("train_mode") != "all_positions":
+        raise UsageError(f"pack_windows: True needs train_mode: all_positions and a model that takes packed rows "
+                         f"(AttnSeq), not {model} with train_mode: {final.get('train_mode')}; set pack_windows: False")
+    if (final.get("readout") or "last") != "last" or as_list(final.get("user_features")):
+        raise UsageError(f"pack_windows: True needs readout: last and no user_features, got readout: "
+                         f"{final.get('readout')}, user_features: {as_list(final.get('user_features'))} (a pooled "
+                         f"readout or a user token would reach across the windows of a packed row); "
+                         f"set pack_windows: False")
+
+
 def check_name(what: str, name: str) -> None:
     """Model and dataset names become file names: no separators, no ``..``."""
     if not name or "/" in name or "\\" in name or name in (".", "..") or ".." in name or "\0" in name:
@@ -273,6 +289,7 @@ class AttnConfig(Config):
             raise UsageError(f"eval_args order {order!r} does not fit a sequential model, whose histories "
                              f"are time-ordered: use 'TO'")
         check_chunk_size(final.get(CHUNK_SIZE_KEY))
+        check_packing(final, self.model_class)
         pretrained = final.get("item_init") not in (None, "random")
         if final.get("item_init_freeze") and not pretrained:
             raise UsageError("item_init_freeze: True keeps pretrained item vectors fixed; with item_init: random "

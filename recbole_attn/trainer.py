@@ -54,11 +54,6 @@ class AttnTrainer(Trainer):
             raise UsageError(
                 f"train_mode='all_positions' is not available for {type(model).__name__}; use train_mode=prefix"
             )
-        if config["pack_windows"] and not (self.train_mode == "all_positions"
-                                           and getattr(model, "supports_packed_windows", False)):
-            raise UsageError(f"pack_windows: True needs train_mode: all_positions and a model that takes packed rows "
-                             f"(AttnSeq), not {type(model).__name__} with train_mode: {self.train_mode}; "
-                             f"set pack_windows: False")
         self.use_bf16 = bool(config["enable_amp"]) and self.device.type == "cuda"
         self.enable_amp = False  # RecBole's fp16 path stays off; ours is bf16
         # compile the training step itself: torch.compile(model) would only wrap forward(), and

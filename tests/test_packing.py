@@ -2,6 +2,8 @@
 padded windows, training end to end, and its refusals."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from recbole.data import create_dataset, data_preparation
@@ -11,7 +13,6 @@ from recbole_attn.config import AttnConfig
 from recbole_attn.data.packing import POSITION_SEQ_FIELD, SEGMENT_SEQ_FIELD, pack_windows
 from recbole_attn.data.rows import AllPositionsLoader
 from recbole_attn.errors import UsageError
-from recbole_attn.models.attnrnn import AttnRNN
 from recbole_attn.models.attnseq import AttnSeq
 from recbole_attn.models.base import TARGET_SEQ_FIELD
 from recbole_attn.trainer import AttnTrainer
@@ -96,6 +97,16 @@ def test_a_packed_batch_has_the_loss_and_gradients_of_the_padded_one(packed_setu
         torch.testing.assert_close(grad_b, grad_a, atol=1e-6, rtol=1e-4)
 
 
+def test_a_batch_that_packing_would_not_shrink_stays_padded(packed_setup):
+    config, _, train = packed_setup
+    loader = AllPositionsLoader(config, train)
+    loader.pack = True
+    full = {name: column[:4].clone() for name, column in loader.fields.items()}
+    full[config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]][:, :] = 1
+    full[config["ITEM_LIST_LENGTH_FIELD"]][:] = 50  # four full windows: one row each either way
+    assert loader._packed(full) is full
+
+
 def test_windows_of_one_row_do_not_see_each_other(packed_setup):
     """Without the segments, attention would reach into the windows before
     in the row, and the loss would change."""
@@ -122,19 +133,17 @@ def test_packed_training_runs_an_epoch_and_keeps_the_targets(packed_setup):
     assert trainer._train_epoch(loader, 1) < first
 
 
-def test_pack_windows_is_refused_where_it_cannot_keep_windows_apart(ml100k_root):
-    base = {"data_path": str(ml100k_root), "state": "WARNING", "pack_windows": True}
-    config = AttnConfig("AttnRNN", "ml-100k", config_dict=base)
-    train = data_preparation(config, create_dataset(config))[0]
-    with pytest.raises(UsageError, match="pack_windows: True needs train_mode: all_positions and a model that "
-                                         "takes packed rows \\(AttnSeq\\), not AttnRNN"):
-        AttnTrainer(config, AttnRNN(config, train.dataset))
-    prefix = AttnConfig("AttnSeq", "ml-100k", config_dict={**base, "train_mode": "prefix"})
-    with pytest.raises(UsageError, match="not AttnSeq with train_mode: prefix"):
-        AttnTrainer(prefix, AttnSeq(prefix, train.dataset))
-    readout = AttnConfig("AttnSeq", "ml-100k", config_dict={**base, "readout": "attention"})
-    with pytest.raises(UsageError, match="pack_windows: True needs readout: last and no user_features"):
-        AttnSeq(readout, train.dataset)
+@pytest.mark.parametrize("model, options, message", [
+    ("AttnRNN", {}, "needs train_mode: all_positions and a model that takes packed rows (AttnSeq), not AttnRNN"),
+    ("AttnSeq", {"train_mode": "prefix"}, "not AttnSeq with train_mode: prefix"),
+    ("AttnSeq", {"readout": "attention"}, "needs readout: last and no user_features, got readout: attention"),
+    ("AttnSeq", {"user_features": ["age"]}, "user_features: ['age']"),
+])
+def test_pack_windows_is_refused_before_data_is_read(model, options, message):
+    """Refused where windows of one row could see each other; no data_path
+    is given, so the check runs before any data would be read."""
+    with pytest.raises(UsageError, match=re.escape(message)):
+        AttnConfig(model, "no-such-dataset", config_dict={"state": "WARNING", "pack_windows": True, **options})
 
 
 def test_packing_left_off_keeps_older_checkpoints_resumable():

@@ -180,10 +180,14 @@ class AllPositionsLoader:
 
     def _packed(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The batch's windows packed into rows (:mod:`recbole_attn.data.packing`);
-        a packed row holds several users, so it has no user id."""
+        a packed row holds several users, so it has no user id. A batch that
+        packing would not make smaller (windows of about equal length) stays
+        as it is, on the fused causal kernel."""
         dataset = self.dataset
         packed = pack_windows(batch[dataset.item_id_list_field], batch[TARGET_SEQ_FIELD],
                               batch[dataset.item_list_length_field])
+        if packed["item_seq"].numel() >= batch[dataset.item_id_list_field].numel():
+            return batch
         return {dataset.item_id_list_field: packed["item_seq"], dataset.item_list_length_field: packed["lengths"],
                 TARGET_SEQ_FIELD: packed["targets"], POSITION_SEQ_FIELD: packed["positions"],
                 SEGMENT_SEQ_FIELD: packed["segments"]}

@@ -103,9 +103,6 @@ class AttnSeq(AttnSequentialRecommender):
         check_choice("feature_fusion", self.feature_fusion, FEATURE_FUSIONS)
         self.readout = config["readout"] or "last"
         check_choice("readout", self.readout, READOUTS)
-        if config["pack_windows"] and (self.readout != "last" or as_list(config["user_features"])):
-            raise UsageError("pack_windows: True needs readout: last and no user_features (a pooled readout or a "
-                             "user token would reach across the windows of a packed row); set pack_windows: False")
 
         # layers
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
