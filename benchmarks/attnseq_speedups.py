@@ -1,5 +1,6 @@
-"""What the chunked cross-entropy, the last-position forward and packed
-windows buy AttnSeq, measured A/B, interleaved, in one process.
+"""What the chunked cross-entropy, the last-position forward, packed
+windows and the fused optimizer buy AttnSeq, measured A/B, interleaved, in
+one process.
 
     python benchmarks/attnseq_speedups.py --dataset ml-100k --rounds 4
     python benchmarks/attnseq_speedups.py --dataset amazon-beauty --data_path ../shared/data \
@@ -15,7 +16,9 @@ windows buy AttnSeq, measured A/B, interleaved, in one process.
   block (A) and with the whole causal ``encode`` then gathered (B);
 * **packing**: the shipped model's training epoch on the same windows,
   padded to each batch's longest window (A) and packed end to end
-  (``pack_windows``, B); B / A < 1 there means packing is faster.
+  (``pack_windows``, B); B / A < 1 there means packing is faster;
+* **fused Adam**: the shipped model's training epoch with the trainer's
+  fused Adam (A) and with a plain, per-tensor ``torch.optim.Adam`` (B).
 
 B is :class:`TextbookAttnSeq`, a subclass; nothing shipped is replaced.
 
@@ -64,7 +67,8 @@ class TextbookAttnSeq(AttnSeq):
 
 
 #: --cases name -> the case's name in the table.
-CASES = {"linear_ce": "train epoch", "last_position": "validation pass", "packing": "train epoch, packing"}
+CASES = {"linear_ce": "train epoch", "last_position": "validation pass", "packing": "train epoch, packing",
+         "fused_adam": "train epoch, optimizer"}
 
 
 def timed(action: Callable[[], Any]) -> float:
@@ -96,7 +100,9 @@ def main() -> None:
     textbook = TextbookAttnSeq(config, train.dataset).to(config["device"])
     # one set of weights, which each variant's trainer (with its own Adam state) keeps training
     textbook.load_state_dict(shipped.state_dict(), assign=True)
-    trainers = {"A": AttnTrainer(config, shipped), "B": AttnTrainer(config, textbook)}
+    trainers = {"A": AttnTrainer(config, shipped), "B": AttnTrainer(config, textbook),
+                "plain Adam": AttnTrainer(config, shipped)}
+    trainers["plain Adam"].optimizer = torch.optim.Adam(shipped.parameters(), lr=config["learning_rate"])
     loader = AllPositionsLoader(config, train)
     packed_loader = AllPositionsLoader(config, train)
     packed_loader.pack = True
@@ -115,6 +121,8 @@ def main() -> None:
         "packing": {"A: windows padded to the batch's longest": lambda: train_epoch("A"),
                     "B: windows packed end to end": lambda: timed(
                         lambda: trainers["A"]._train_epoch(packed_loader, 0))},
+        "fused_adam": {"A: fused Adam": lambda: train_epoch("A"),
+                       "B: per-tensor Adam": lambda: train_epoch("plain Adam")},
     }
     cases = {CASES[case]: every_case[case] for case in chosen}
     for variants in cases.values():  # warm-up, not timed

@@ -62,6 +62,20 @@ class AttnTrainer(Trainer):
         self.train_targets: int | None = None  # supervised items per epoch, for throughput
         self._init_chunked_eval(config)
 
+    def _build_optimizer(self, **kwargs: Any) -> torch.optim.Optimizer:
+        """RecBole's optimizer, but Adam and AdamW run fused (one kernel per
+        step over every parameter, not a handful of passes per tensor): the
+        same update to float rounding. All-positions training takes many
+        small steps, so the optimizer is a large share of each one on a CPU."""
+        learner = str(kwargs.get("learner", self.learner)).lower()
+        optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+        params = list(kwargs.pop("params", self.model.parameters()))
+        fusable = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+        if learner not in optimizers or not fusable or not params:
+            return super()._build_optimizer(params=params, **kwargs)
+        return optimizers[learner](params, lr=kwargs.get("learning_rate", self.learning_rate),
+                                   weight_decay=kwargs.get("weight_decay", self.weight_decay), fused=True)
+
     def fit(self, train_data: Any, valid_data: Any = None, **kwargs: Any) -> Any:
         if self.train_mode == "all_positions" and not isinstance(train_data, AllPositionsLoader):
             train_data = AllPositionsLoader(self.config, train_data)

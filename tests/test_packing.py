@@ -62,8 +62,8 @@ def test_rows_fill_about_evenly():
 @pytest.fixture(scope="module")
 def packed_setup(ml100k_root):
     config = AttnConfig("AttnSeq", "ml-100k", config_dict={
-        "data_path": str(ml100k_root), "state": "WARNING", "MAX_ITEM_LIST_LENGTH": 50, "window_overlap": 0.0, "hidden_size": 32,
-        "inner_size": 64, "train_batch_size": 16})
+        "data_path": str(ml100k_root), "state": "WARNING", "MAX_ITEM_LIST_LENGTH": 50, "window_overlap": 0.0,
+        "hidden_size": 32, "inner_size": 64, "train_batch_size": 16})
     train = data_preparation(config, create_dataset(config))[0]
     torch.manual_seed(0)
     return config, AttnSeq(config, train.dataset).eval(), train

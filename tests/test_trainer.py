@@ -83,3 +83,31 @@ def test_compiled_training_step_gives_the_eager_loss_and_trains(pattern_root):
     before = model.item_embedding.weight.detach().clone()
     assert trainer._train_epoch(loader, 0) > 0
     assert not torch.equal(before, model.item_embedding.weight)
+
+
+@pytest.mark.parametrize("learner, fused_class", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
+                                                  ("sgd", None)])
+def test_adam_runs_fused_with_the_plain_update(pattern_root, learner, fused_class):
+    """Adam and AdamW are built fused; one step moves the weights as the
+    plain (per-tensor) optimizer does, to float rounding. Others stay RecBole's."""
+    config = AttnConfig("AttnSeq", "pattern", config_dict={**FAST, "data_path": str(pattern_root),
+                                                           "learner": learner, "weight_decay": 0.01})
+    train, _, _ = data_preparation(config, create_dataset(config))
+    torch.manual_seed(0)
+    model = AttnSeq(config, train.dataset)
+    trainer = AttnTrainer(config, model)
+    if fused_class is None:
+        assert not trainer.optimizer.defaults.get("fused")
+        return
+    assert type(trainer.optimizer) is fused_class and trainer.optimizer.defaults["fused"]
+    twin = AttnSeq(config, train.dataset)
+    twin.load_state_dict(model.state_dict())
+    plain = fused_class(twin.parameters(), lr=config["learning_rate"], weight_decay=0.01)
+    batch = next(iter(AllPositionsLoader(config, train)))
+    for net, optimizer in ((model, trainer.optimizer), (twin, plain)):
+        optimizer.zero_grad()
+        net.eval()  # no dropout: both see the same forward
+        net.calculate_loss(batch).backward()
+        optimizer.step()
+    for ours, theirs in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-5)
