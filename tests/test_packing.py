@@ -60,10 +60,26 @@ def test_rows_fill_about_evenly():
 
 
 @pytest.fixture(scope="module")
-def packed_setup(ml100k_root):
-    config = AttnConfig("AttnSeq", "ml-100k", config_dict={
-        "data_path": str(ml100k_root), "state": "WARNING", "MAX_ITEM_LIST_LENGTH": 50, "window_overlap": 0.0,
-        "hidden_size": 32, "inner_size": 64, "train_batch_size": 16})
+def short_root(tmp_path_factory):
+    """``short/short.inter``: 120 users with 4 to 30 interactions over 40
+    items, so a batch's windows differ in length as on review data."""
+    root = tmp_path_factory.mktemp("short")
+    (root / "short").mkdir()
+    generator = torch.Generator().manual_seed(0)
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    for user in range(1, 121):
+        count = int(torch.randint(4, 31, (1,), generator=generator))
+        items = torch.randint(1, 41, (count,), generator=generator).tolist()
+        lines += [f"{user}\t{item}\t{step}" for step, item in enumerate(items)]
+    (root / "short" / "short.inter").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def packed_setup(short_root):
+    config = AttnConfig("AttnSeq", "short", config_dict={
+        "data_path": str(short_root), "state": "WARNING", "MAX_ITEM_LIST_LENGTH": 30, "hidden_size": 32,
+        "inner_size": 64, "train_batch_size": 16})
     train = data_preparation(config, create_dataset(config))[0]
     torch.manual_seed(0)
     return config, AttnSeq(config, train.dataset).eval(), train
@@ -97,14 +113,19 @@ def test_a_packed_batch_has_the_loss_and_gradients_of_the_padded_one(packed_setu
         torch.testing.assert_close(grad_b, grad_a, atol=1e-6, rtol=1e-4)
 
 
-def test_a_batch_that_packing_would_not_shrink_stays_padded(packed_setup):
+@pytest.mark.parametrize("lengths, packs", [
+    ([30] * 4, False),  # full windows: one row each either way
+    ([30] * 8 + [15, 15], False),  # 9 rows of 30 for 10: a tenth saved, too little for the mask's cost
+    ([30] * 3 + [15, 15], True),  # 4 rows of 30 for 5: a fifth saved
+    ([30] + [3] * 20, True),
+])
+def test_a_batch_is_packed_only_where_it_saves_a_fifth_of_the_positions(packed_setup, lengths, packs):
     config, _, train = packed_setup
     loader = AllPositionsLoader(config, train)
-    loader.pack = True
-    full = {name: column[:4].clone() for name, column in loader.fields.items()}
-    full[config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]][:, :] = 1
-    full[config["ITEM_LIST_LENGTH_FIELD"]][:] = 50  # four full windows: one row each either way
-    assert loader._packed(full) is full
+    items, targets, length = padded(lengths)
+    batch = {config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]: items, TARGET_SEQ_FIELD: targets,
+             config["ITEM_LIST_LENGTH_FIELD"]: length}
+    assert (loader._packed(batch) is not batch) == packs
 
 
 def test_windows_of_one_row_do_not_see_each_other(packed_setup):

@@ -104,6 +104,10 @@ def window_stride(max_len: int, overlap: float | None) -> int:
     return max(1, round(max_len * (1 - (overlap or 0.0))))
 
 
+#: Share of a batch's positions that packing must save to be used.
+PACKING_MIN_SAVING = 0.2
+
+
 class AllPositionsLoader:
     """Training batches of sequence windows with a target at every position,
     built once from a RecBole training loader; iterates like it.
@@ -181,12 +185,16 @@ class AllPositionsLoader:
     def _packed(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The batch's windows packed into rows (:mod:`recbole_attn.data.packing`);
         a packed row holds several users, so it has no user id. A batch that
-        packing would not make smaller (windows of about equal length) stays
-        as it is, on the fused causal kernel."""
+        packing would not make smaller by :data:`PACKING_MIN_SAVING` of its
+        positions (windows of about equal length, as on MovieLens) stays as it
+        is, on the fused causal kernel, which costs less than the mask."""
         dataset = self.dataset
+        lengths, padded = batch[dataset.item_list_length_field], batch[dataset.item_id_list_field].numel()
+        if -(-int(lengths.sum()) // int(lengths.max())) * int(lengths.max()) > (1 - PACKING_MIN_SAVING) * padded:
+            return batch  # even rows filled to the longest window would not save enough
         packed = pack_windows(batch[dataset.item_id_list_field], batch[TARGET_SEQ_FIELD],
                               batch[dataset.item_list_length_field])
-        if packed["item_seq"].numel() >= batch[dataset.item_id_list_field].numel():
+        if packed["item_seq"].numel() > (1 - PACKING_MIN_SAVING) * padded:
             return batch
         return {dataset.item_id_list_field: packed["item_seq"], dataset.item_list_length_field: packed["lengths"],
                 TARGET_SEQ_FIELD: packed["targets"], POSITION_SEQ_FIELD: packed["positions"],
