@@ -104,6 +104,7 @@ def main() -> None:
                 "plain Adam": AttnTrainer(config, shipped)}
     trainers["plain Adam"].optimizer = torch.optim.Adam(shipped.parameters(), lr=config["learning_rate"])
     loader = AllPositionsLoader(config, train)
+    item_seq_field = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
     packed_loader = AllPositionsLoader(config, train)
     packed_loader.pack = True
 
@@ -139,6 +140,10 @@ def main() -> None:
             flush=True)
 
     command = shlex.join(["python", "benchmarks/attnseq_speedups.py", *sys.argv[1:]])
+    # what the encoder computes in one epoch: positions of the padded and the packed batches
+    positions = {"windows": int(loader.fields[config["ITEM_LIST_LENGTH_FIELD"]].sum()),
+                 "padded": sum(batch[item_seq_field].numel() for batch in loader),
+                 "packed": sum(batch[item_seq_field].numel() for batch in packed_loader)}
     lines = [f"## AttnSeq speed-ups, A/B interleaved, {args.dataset}", "",
              f"Command: `{command}`. "
              f"Started {began}. Machine: {machine(config['device'])}; torch threads {torch.get_num_threads()}. "
@@ -146,7 +151,10 @@ def main() -> None:
              f"{loader.num_rows} windows, {loader.num_targets} training targets, {train.dataset.item_num} items; "
              f"AttnSeq defaults (hidden {config['hidden_size']}, {config['n_layers']} layers, "
              f"{config['n_heads']} heads, batch {config['train_batch_size']} windows, "
-             f"window_overlap {config['window_overlap']}).", "",
+             f"window_overlap {config['window_overlap']}). Positions the encoder computes per epoch: "
+             f"{positions['padded']:,} padded, {positions['packed']:,} with pack_windows, for "
+             f"{positions['windows']:,} in the windows ({positions['padded'] / positions['windows']:.2f}x and "
+             f"{positions['packed'] / positions['windows']:.2f}x).", "",
              "| measured | variant | median s | min s | all rounds (s) |", "|---|---|---|---|---|"]
     ratios = {}
     for case, per_variant in seconds.items():
@@ -162,7 +170,7 @@ def main() -> None:
     output = Path(args.output)
     write_json_atomic(output.with_suffix(".json"), {
         "command": command,
-        "started": began, "note": args.note, "seconds": seconds, "ratios": ratios,
+        "started": began, "note": args.note, "seconds": seconds, "ratios": ratios, "positions": positions,
         "machine": machine(config["device"]), "versions": versions()})
     write_text_atomic(output.with_suffix(".md"), text)
 

@@ -190,10 +190,11 @@ class AllPositionsLoader:
         is, on the fused causal kernel, which costs less than the mask."""
         dataset = self.dataset
         lengths, padded = batch[dataset.item_list_length_field], batch[dataset.item_id_list_field].numel()
-        if -(-int(lengths.sum()) // int(lengths.max())) * int(lengths.max()) > (1 - PACKING_MIN_SAVING) * padded:
-            return batch  # even rows filled to the longest window would not save enough
-        packed = pack_windows(batch[dataset.item_id_list_field], batch[TARGET_SEQ_FIELD],
-                              batch[dataset.item_list_length_field])
+        longest = int(lengths.max())
+        fewest_rows = -(-int(lengths.sum()) // longest)
+        if fewest_rows * longest > (1 - PACKING_MIN_SAVING) * padded:
+            return batch  # no packing would save enough: skip its work
+        packed = pack_windows(batch[dataset.item_id_list_field], batch[TARGET_SEQ_FIELD], lengths)
         if packed["item_seq"].numel() > (1 - PACKING_MIN_SAVING) * padded:
             return batch
         return {dataset.item_id_list_field: packed["item_seq"], dataset.item_list_length_field: packed["lengths"],
