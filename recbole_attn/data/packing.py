@@ -33,16 +33,22 @@ def assign_rows(lengths: list[int], rows: int) -> tuple[list[int], list[int]]:
     return row_of, start_of
 
 
+def row_count(lengths: torch.Tensor) -> int:
+    """Rows for windows of ``lengths``: as few as can hold them at the
+    longest window's width, ``ceil(sum / longest)``."""
+    return max(1, -(-int(lengths.sum()) // max(1, int(lengths.max()))))
+
+
 def pack_windows(item_seq: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
     """Lay right-padded windows (N, W) of ``lengths`` (N,) end to end in
-    ``ceil(sum / longest)`` rows (:func:`assign_rows`).
+    :func:`row_count` rows (:func:`assign_rows`).
 
     Returns ``item_seq``, ``targets``, ``positions`` and ``segments``, each
     (rows, width), and ``lengths`` (rows,), the positions each row fills.
     """
     lengths = lengths.long()
     count = len(lengths)
-    rows = max(1, -(-int(lengths.sum()) // max(1, int(lengths.max()))))
+    rows = row_count(lengths)
     row_of, start_of = assign_rows(lengths.tolist(), rows)
     row, start = torch.tensor(row_of), torch.tensor(start_of)
     row_fill = torch.zeros(rows, dtype=torch.long).index_add_(0, row, lengths)

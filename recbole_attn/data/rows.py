@@ -24,7 +24,7 @@ from recbole.data.dataloader.general_dataloader import FullSortEvalDataLoader
 from recbole.data.interaction import Interaction
 
 from recbole_attn import distributed
-from recbole_attn.data.packing import POSITION_SEQ_FIELD, SEGMENT_SEQ_FIELD, pack_windows
+from recbole_attn.data.packing import POSITION_SEQ_FIELD, SEGMENT_SEQ_FIELD, pack_windows, row_count
 from recbole_attn.errors import UsageError
 from recbole_attn.models.base import TARGET_SEQ_FIELD
 
@@ -190,9 +190,7 @@ class AllPositionsLoader:
         is, on the fused causal kernel, which costs less than the mask."""
         dataset = self.dataset
         lengths, padded = batch[dataset.item_list_length_field], batch[dataset.item_id_list_field].numel()
-        longest = int(lengths.max())
-        fewest_rows = -(-int(lengths.sum()) // longest)
-        if fewest_rows * longest > (1 - PACKING_MIN_SAVING) * padded:
+        if row_count(lengths) * int(lengths.max()) > (1 - PACKING_MIN_SAVING) * padded:
             return batch  # no packing would save enough: skip its work
         packed = pack_windows(batch[dataset.item_id_list_field], batch[TARGET_SEQ_FIELD], lengths)
         if packed["item_seq"].numel() > (1 - PACKING_MIN_SAVING) * padded:
