@@ -21,7 +21,7 @@ import recbole_attn
 from recbole_attn.bench.time_to_quality import first_seconds_reaching
 from recbole_attn.results import machine, versions, write_json_atomic, write_text_atomic
 
-#: The model size both models share (the issue's: hidden 64, 2 layers, 2 heads, length 50).
+#: The model size both models share: hidden 64, 2 layers, 2 heads, length 50.
 SHARED = {
     "hidden_size": 64, "n_layers": 2, "n_heads": 2, "inner_size": 256, "MAX_ITEM_LIST_LENGTH": 50,
     "loss_type": "CE", "seed": 2020, "show_progress": False, "state": "WARNING",

@@ -2,8 +2,7 @@
 # The seeded Amazon and ml-1m tables on one GPU machine (16 cores): every
 # model x seed of a dataset at once (--jobs), each within the same budget,
 # so s/epoch columns are under shared load; accuracy is unaffected. The
-# AttnSeq row with both dropouts at 0.5 is properties/sparse.yaml. Each
-# benchmark stays under 10 minutes of wall time.
+# AttnSeq row with both dropouts at 0.5 is properties/sparse.yaml.
 #   DATA=/path/holding/the/datasets OUT=/tmp/gpu-bench bash benchmarks/gpu_amazon.sh [dataset ...]
 set -euo pipefail
 DATA=${DATA:-../shared/data}

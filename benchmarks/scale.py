@@ -123,7 +123,7 @@ def _batch(model: Any, rows: int, seq_len: int, n_items: int, device: Any) -> An
     import torch
     from recbole.data.interaction import Interaction
 
-    from recbole_attn.models.base import TARGET_SEQ_FIELD
+    from recbole_attn.data.fields import TARGET_SEQ_FIELD
 
     return Interaction({
         model.ITEM_SEQ: torch.randint(1, n_items, (rows, seq_len), device=device),

@@ -27,7 +27,7 @@ from recbole.utils import init_seed
 import recbole_attn
 from recbole_attn.config import AttnConfig
 from recbole_attn.data.rows import AllPositionsLoader
-from recbole_attn.models.base import TARGET_SEQ_FIELD
+from recbole_attn.data.fields import TARGET_SEQ_FIELD
 from recbole_attn.results import machine, versions, write_json_atomic, write_text_atomic
 
 SIZE = {"hidden_size": 64, "n_layers": 2, "n_heads": 2, "inner_size": 256, "MAX_ITEM_LIST_LENGTH": 50,

@@ -68,6 +68,22 @@ UNFINGERPRINTED_KEYS = frozenset({
 OFF_WHEN = {"lr_plateau_patience": (0, ("lr_plateau_factor",)), "pack_windows": (False, ())}
 
 
+def trainer_state(trainer: Any, epoch: int, data_hash: str | None) -> dict[str, Any]:
+    """What both checkpoint files hold of a trainer, as plain data: its
+    config, the model and optimizer after ``epoch``, the best score so far
+    and the fingerprint of the data it trained on."""
+    return {
+        "config": plain_data(trainer.config.final_config_dict),
+        "data_fingerprint": data_hash,
+        "epoch": epoch,
+        "cur_step": trainer.cur_step,
+        "best_valid_score": plain_data(trainer.best_valid_score),
+        "state_dict": trainer.model.state_dict(),
+        "other_parameter": trainer.model.other_parameter(),
+        "optimizer": trainer.optimizer.state_dict(),
+    }
+
+
 def training_settings(config: Any) -> dict[str, Any]:
     """The settings of a (plain or RecBole) config that change training."""
     settings = {key: value for key, value in plain_data(dict(config)).items() if key not in UNFINGERPRINTED_KEYS}
@@ -257,18 +273,11 @@ class LastCheckpoint(TrainerHook):
         settings = training_settings(trainer.config.final_config_dict)
         state = {
             "kind": "last",
-            "config": plain_data(trainer.config.final_config_dict),
+            **trainer_state(trainer, self.last_epoch, self.data_hash),
             "fingerprint": settings_fingerprint(settings),
-            "data_fingerprint": self.data_hash,
-            "epoch": self.last_epoch,
             "finished": finished,
-            "cur_step": trainer.cur_step,
-            "best_valid_score": plain_data(trainer.best_valid_score),
             "best_valid_result": plain_data(trainer.best_valid_result),
             "best_model_file": os.fspath(trainer.saved_model_file),
-            "state_dict": trainer.model.state_dict(),
-            "other_parameter": trainer.model.other_parameter(),
-            "optimizer": trainer.optimizer.state_dict(),
             "rng": rng,
             "rng_per_rank": per_rank,  # DDP: each process's own (dropout masks differ per rank)
             "loader_rng": generator.get_state() if generator is not None else None,

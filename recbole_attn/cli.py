@@ -18,11 +18,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from recbole_attn.config import parse_cmd_args
-from recbole_attn.errors import OneLineArgumentParser, RunFailed, UsageError
+from recbole_attn.errors import OneLineArgumentParser, RunFailed, UsageError, choice_error
 from recbole_attn.validation import check_unrepeated
 
 #: Subcommands that serve a trained checkpoint (:mod:`recbole_attn.serve`).
 SERVE_COMMANDS = ("recommend", "explain", "export")
+#: Every word that may come first; anything else first must be a ``--key=value``.
+COMMANDS = ("train", *SERVE_COMMANDS, "bench", "help")
 HELP = """\
 usage: {prog} [train] --model=NAME --dataset=NAME [--config_files=a.yaml,b.yaml] [--key=value ...]
        {prog} recommend --checkpoint=FILE (--user=TOKEN[,TOKEN...] | --history=ITEM,ITEM,...) [-k N]
@@ -78,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from recbole_attn.bench.cli import main as bench_main
 
         return bench_main(argv[1:], prog=f"{program_name()} bench")
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        print(f"error: {choice_error('command', argv[0], COMMANDS)}", file=sys.stderr)
+        return 2
     if argv and argv[0] == "train":
         argv = argv[1:]
     from recbole_attn.results import format_results_table

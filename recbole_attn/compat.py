@@ -61,7 +61,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from recbole_attn.serialization import atomic_torch_save, plain_data
+from recbole_attn.checkpoint import trainer_state
+from recbole_attn.serialization import atomic_torch_save
 
 #: numpy names removed in numpy 1.24/2.0 that RecBole 1.2.1 still spells.
 LEGACY_NUMPY_ALIASES: dict[str, Any] = {
@@ -136,17 +137,8 @@ def _save_plain_checkpoint(self: Any, epoch: int, verbose: bool = True, **kwargs
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:  # RecBole: one writer per machine
         return
     saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-    state = {
-        "config": plain_data(self.config.final_config_dict),
-        "data_fingerprint": getattr(self, "data_fingerprint", None),  # HookedTrainer's; RecBole's own have none
-        "epoch": epoch,
-        "cur_step": self.cur_step,
-        "best_valid_score": plain_data(self.best_valid_score),
-        "state_dict": self.model.state_dict(),
-        "other_parameter": self.model.other_parameter(),
-        "optimizer": self.optimizer.state_dict(),
-    }
-    atomic_torch_save(state, saved_model_file)
+    data_hash = getattr(self, "data_fingerprint", None)  # HookedTrainer's; RecBole's own have none
+    atomic_torch_save(trainer_state(self, epoch, data_hash), saved_model_file)
     if verbose:
         self.logger.info(f"Saving current: {saved_model_file}")
 

@@ -136,6 +136,17 @@ def parse_cmd_args(args: Sequence[str]) -> dict[str, str]:
     return parsed
 
 
+def check_model_support(final: dict[str, Any], model_class: type) -> None:
+    """Options only some models implement: refused before any data is read,
+    rather than ignored (RecBole's models train their own rows either way)."""
+    model = model_class.__name__
+    if final.get("train_mode") == "all_positions" and not getattr(model_class, "supports_all_positions", False):
+        raise UsageError(f"train_mode: all_positions is not available for {model}; use train_mode: prefix")
+    if as_list(final.get("user_features")) and not getattr(model_class, "supports_user_features", False):
+        raise UsageError(f"user_features: {model} does not take user features, got "
+                         f"{as_list(final.get('user_features'))}; set user_features: []")
+
+
 def check_packing(final: dict[str, Any], model_class: type) -> None:
     """``pack_windows`` puts several users' windows in one row: only a model
     whose every output stays inside its own window may see such rows."""
@@ -289,6 +300,7 @@ class AttnConfig(Config):
             raise UsageError(f"eval_args order {order!r} does not fit a sequential model, whose histories "
                              f"are time-ordered: use 'TO'")
         check_chunk_size(final.get(CHUNK_SIZE_KEY))
+        check_model_support(final, self.model_class)
         check_packing(final, self.model_class)
         pretrained = final.get("item_init") not in (None, "random")
         if final.get("item_init_freeze") and not pretrained:

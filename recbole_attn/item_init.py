@@ -108,4 +108,4 @@ def initialize_item_table(model: Any, config: Any, train_dataset: Any) -> None:
         weight[rows.to(weight.device)] = pretrained * scale
     if config["item_init_freeze"]:  # the pretrained rows only: the others (padding, unseen items) still learn
         fixed = rows.to(weight.device)[:, None]
-        weight.register_hook(lambda grad: grad.masked_fill(fixed, 0.0))
+        weight.register_hook(lambda grad: grad.masked_fill(fixed.to(grad.device), 0.0))  # no copy once moved

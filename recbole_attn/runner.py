@@ -272,9 +272,8 @@ def _build_training(config: AttnConfig, train_data: Any, write_results: bool,
     plateau, the caller's, per-user ranks, and metric gathering across
     processes. Both checkpoint files record ``data_hash``, the training
     data's fingerprint."""
-    recommender = config.model_class(config, train_data.dataset)
-    initialize_item_table(recommender, config, train_data.dataset)
-    recommender = recommender.to(config["device"])
+    recommender = config.model_class(config, train_data.dataset).to(config["device"])
+    initialize_item_table(recommender, config, train_data.dataset)  # on the device, with its frozen-row mask
     logger.info(recommender)
     parallel = not config["single_spec"]
     clock = EpochClock(config["time_budget"])

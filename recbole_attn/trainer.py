@@ -4,7 +4,8 @@
   :class:`~recbole_attn.data.rows.AllPositionsLoader` (same split, same items);
 * the epoch loss accumulates on the device and is read every
   ``NONFINITE_CHECK_STEPS`` steps and at the epoch's end, not after every
-  batch (RecBole's ``loss.item()`` syncs the GPU every step);
+  batch (RecBole's ``loss.item()`` syncs the GPU every step); with several
+  processes only at the epoch's end, where all of them stop together;
 * bf16 autocast on CUDA when ``enable_amp`` (no GradScaler needed for bf16);
   optional ``torch.compile``;
 * a non-finite loss stops training with a message naming the epoch and the
@@ -73,8 +74,12 @@ class AttnTrainer(Trainer):
         fusable = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
         if learner not in optimizers or not fusable or not params:
             return super()._build_optimizer(params=params, **kwargs)
+        weight_decay = kwargs.get("weight_decay", self.weight_decay)
+        if weight_decay and self.config["reg_weight"]:  # RecBole's own warning, kept for plugin models
+            self.logger.warning("The parameters [weight_decay] and [reg_weight] are specified simultaneously, "
+                                "which may lead to double regularization.")
         return optimizers[learner](params, lr=kwargs.get("learning_rate", self.learning_rate),
-                                   weight_decay=kwargs.get("weight_decay", self.weight_decay), fused=True)
+                                   weight_decay=weight_decay, fused=True)
 
     def fit(self, train_data: Any, valid_data: Any = None, **kwargs: Any) -> Any:
         if self.train_mode == "all_positions" and not isinstance(train_data, AllPositionsLoader):

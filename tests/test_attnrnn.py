@@ -22,7 +22,7 @@ import recbole_attn
 from recbole_attn.config import AttnConfig
 from recbole_attn.errors import UsageError
 from recbole_attn.models.attnrnn import ATTEND_OVER, ATTENTION_TYPES, FUSIONS, AttnRNN
-from recbole_attn.models.base import TARGET_SEQ_FIELD
+from recbole_attn.data.fields import TARGET_SEQ_FIELD
 from recbole_attn.models.layers import AttentionPooling
 
 RUN_PY = Path(__file__).resolve().parents[1] / "run.py"

@@ -78,6 +78,13 @@ def test_attention_weights_are_causal_distributions(model):
     assert torch.all(weights.triu(diagonal=1) == 0)
 
 
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_every_layer_norm_uses_the_configured_epsilon(pattern_root, norm_first):
+    config, net, _ = build(pattern_root, norm_first=norm_first, layer_norm_eps=1e-3)
+    norms = [module for module in net.modules() if isinstance(module, torch.nn.LayerNorm)]
+    assert len(norms) == 2 * config["n_layers"] + 1 and {norm.eps for norm in norms} == {1e-3}
+
+
 @pytest.mark.parametrize("loss_type", ["CE", "SSM", "BPR"])
 def test_all_positions_losses_are_finite_and_decrease(pattern_root, loss_type):
     config, model, train = build(pattern_root, loss_type=loss_type, num_negatives=16, train_batch_size=64)

@@ -41,3 +41,10 @@ def test_train_may_be_named_and_a_missing_model_is_said_in_one_line(capsys):
 def test_python_dash_m_runs_the_same_command_line():
     done = subprocess.run([sys.executable, "-m", "recbole_attn", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("usage: python -m recbole_attn [train]")
+
+
+def test_a_mistyped_command_names_the_valid_commands(capsys):
+    assert main(["recomend", "--checkpoint=x.pth"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown command 'recomend'. Did you mean 'recommend'?") and err.count("\n") == 1
+    assert "Valid choices: bench, explain, export, help, recommend, train" in err

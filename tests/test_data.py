@@ -19,7 +19,7 @@ from recbole_attn.data.rows import (
     window_stride,
 )
 from recbole_attn.errors import UsageError
-from recbole_attn.models.base import TARGET_SEQ_FIELD
+from recbole_attn.data.fields import TARGET_SEQ_FIELD
 
 
 def test_windows_cover_every_target_once_newest_first():

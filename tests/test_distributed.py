@@ -84,12 +84,12 @@ def test_two_gloo_processes_train_like_one(ml100k_root, tmp_path):
     DDP averages the two half-batch gradients (the mean of two means, not the
     mean over the batch's targets), rank 1 draws its own dropout masks, and
     the shuffle comes from ``seed + epoch`` rather than the global RNG, so
-    the two runs follow different paths, like two seeds. Tolerances, from
-    eight seeds of the single-process run (2020-2027): per-epoch training
-    loss within 2% (seeds spread +-0.5%, two processes measured 0.1% off;
-    a shard served twice or a loss summed instead of averaged is 100% off),
-    test NDCG@10 within 0.05 absolute (seeds: 0.005 to 0.043 on these 60
-    test users, so one hit more or less moves it by ~0.01-0.02).
+    the two runs follow different paths, like two seeds. Tolerances:
+    per-epoch training loss within 5% (the second epoch's loss of seeds
+    2020-2022 spreads 1.4% in one process, and two processes were up to
+    2.1% off one; a shard served twice or a loss summed instead of averaged
+    is 100% off), test NDCG@10 within 0.05 absolute (seeds: 0.005 to 0.043
+    on these 60 test users, so one hit more or less moves it by ~0.01-0.02).
     """
     single = recbole_attn.run("AttnSeq", "ml-100k", config_dict=_settings(ml100k_root, tmp_path / "one"))
     settings = _settings(ml100k_root, tmp_path / "two", nproc=2)
@@ -104,7 +104,7 @@ def test_two_gloo_processes_train_like_one(ml100k_root, tmp_path):
 
     assert result["test"] == _evaluate_checkpoint(settings, result["checkpoint"])
     for one, two in zip(single["curve"], result["curve"]):
-        assert two["train_loss"] == pytest.approx(one["train_loss"], rel=0.02)
+        assert two["train_loss"] == pytest.approx(one["train_loss"], rel=0.05)
     assert abs(result["test"]["ndcg@10"] - single["test"]["ndcg@10"]) <= 0.05
 
 

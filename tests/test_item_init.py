@@ -121,3 +121,14 @@ def test_a_recbole_model_trains_from_word2vec_items(pattern_root, tmp_path):
         "data_path": str(pattern_root), "epochs": 1, "state": "WARNING", "item_init": "word2vec",
         "checkpoint_dir": str(tmp_path)}, write_results=False)
     assert result["test"]["ndcg@10"] >= 0 and len(list((tmp_path / "item_init").iterdir())) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_frozen_rows_stay_frozen_after_the_model_moves_to_cuda(pattern_root, tmp_path):
+    config, _, train, _, _ = split(pattern_root, tmp_path, item_init="word2vec", item_init_freeze=True)
+    model = AttnSeq(config, train.dataset)
+    initialize_item_table(model, config, train.dataset)
+    model = model.cuda()
+    model.item_embedding.weight.sum().backward()
+    grad = model.item_embedding.weight.grad
+    assert not grad[1:].any() and grad[0].any()

@@ -10,11 +10,11 @@ from recbole.data import create_dataset, data_preparation
 
 from recbole_attn.checkpoint import settings_fingerprint, training_settings
 from recbole_attn.config import AttnConfig
-from recbole_attn.data.packing import POSITION_SEQ_FIELD, SEGMENT_SEQ_FIELD, pack_windows
+from recbole_attn.data.fields import POSITION_SEQ_FIELD, SEGMENT_SEQ_FIELD, TARGET_SEQ_FIELD
+from recbole_attn.data.packing import pack_windows
 from recbole_attn.data.rows import AllPositionsLoader
 from recbole_attn.errors import UsageError
 from recbole_attn.models.attnseq import AttnSeq
-from recbole_attn.models.base import TARGET_SEQ_FIELD
 from recbole_attn.trainer import AttnTrainer
 
 

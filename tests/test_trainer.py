@@ -111,3 +111,17 @@ def test_adam_runs_fused_with_the_plain_update(pattern_root, learner, fused_clas
         optimizer.step()
     for ours, theirs in zip(model.parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("reg_weight, warned", [(0.1, True), (0.0, False)])
+def test_fused_adam_keeps_the_double_regularisation_warning(pattern_root, caplog, reg_weight, warned):
+    """RecBole warns when ``weight_decay`` and a model's ``reg_weight`` both
+    regularise; the fused path must keep that warning for plugin models."""
+    config = AttnConfig("AttnSeq", "pattern", config_dict={**FAST, "data_path": str(pattern_root),
+                                                           "weight_decay": 0.01, "reg_weight": reg_weight})
+    train, _, _ = data_preparation(config, create_dataset(config))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        trainer = AttnTrainer(config, AttnSeq(config, train.dataset))
+    assert trainer.optimizer.defaults["fused"]
+    assert ("double regularization" in caplog.text) is warned

@@ -11,7 +11,7 @@ from recbole_attn import registry
 from recbole_attn.config import AttnConfig
 from recbole_attn.data.rows import AllPositionsLoader
 from recbole_attn.errors import UsageError
-from recbole_attn.models.base import TARGET_SEQ_FIELD
+from recbole_attn.data.fields import TARGET_SEQ_FIELD
 
 FEATURES = ["age", "gender", "occupation"]
 L = 10

@@ -14,16 +14,12 @@ import heapq
 
 import torch
 
-#: Interaction fields of a packed batch: each position's place in its own
-#: window, and its window's number in the batch (1, 2, ...; 0 = padding).
-POSITION_SEQ_FIELD = "position_list"
-SEGMENT_SEQ_FIELD = "segment_list"
-
 
 def assign_rows(lengths: list[int], rows: int) -> tuple[list[int], list[int]]:
     """Each window's row and start column: longest first, each to the row
     filled least so far (Graham's LPT rule), which fills ``rows`` rows about
-    evenly. A loop over a batch's windows (tens), not over items."""
+    evenly. A loop over a batch's ``train_batch_size`` windows (32 by
+    default), O(N log rows) on the host, not over items or positions."""
     fills = [(0, row) for row in range(rows)]
     row_of, start_of = [0] * len(lengths), [0] * len(lengths)
     for window in sorted(range(len(lengths)), key=lambda w: -lengths[w]):

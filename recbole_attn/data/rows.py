@@ -24,9 +24,9 @@ from recbole.data.dataloader.general_dataloader import FullSortEvalDataLoader
 from recbole.data.interaction import Interaction
 
 from recbole_attn import distributed
-from recbole_attn.data.packing import POSITION_SEQ_FIELD, SEGMENT_SEQ_FIELD, pack_windows, row_count
+from recbole_attn.data.fields import POSITION_SEQ_FIELD, SEGMENT_SEQ_FIELD, TARGET_SEQ_FIELD
+from recbole_attn.data.packing import pack_windows, row_count
 from recbole_attn.errors import UsageError
-from recbole_attn.models.base import TARGET_SEQ_FIELD
 
 
 def training_sequences(dataset: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -133,8 +133,9 @@ class AttnSeq(AttnSequentialRecommender):
             )
             for _ in range(self.n_layers)
         )
-        self.input_norm = nn.Identity() if self.norm_first else nn.LayerNorm(self.hidden_size)
-        self.final_norm = nn.LayerNorm(self.hidden_size) if self.norm_first else nn.Identity()
+        norm_eps = config["layer_norm_eps"]
+        self.input_norm = nn.Identity() if self.norm_first else nn.LayerNorm(self.hidden_size, eps=norm_eps)
+        self.final_norm = nn.LayerNorm(self.hidden_size, eps=norm_eps) if self.norm_first else nn.Identity()
         self.readout_pooling = (AttentionPooling("self_additive", self.hidden_size, self.hidden_size,
                                                  self.hidden_size) if self.readout == "attention" else None)
 

@@ -16,15 +16,12 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
 
-from recbole_attn.data.packing import POSITION_SEQ_FIELD, SEGMENT_SEQ_FIELD
+from recbole_attn.data.fields import POSITION_SEQ_FIELD, SEGMENT_SEQ_FIELD, TARGET_SEQ_FIELD
 from recbole_attn.errors import UsageError, check_choice, check_positive
 from recbole_attn.models.linear_ce import linear_cross_entropy
 from recbole_attn.models.user_token import UserToken
 from recbole_attn.values import as_list
 
-#: Field of the all-positions training rows that holds each position's next
-#: item (0 = padding); its presence switches :meth:`calculate_loss` mode.
-TARGET_SEQ_FIELD = "target_item_list"
 LOSS_TYPES = ("CE", "BPR", "SSM")
 NEGATIVE_SAMPLERS = ("uniform", "popularity")
 #: Where the package's models keep their default YAML.
