@@ -3,7 +3,10 @@
     python benchmarks/throughput.py --dataset ml-100k --rounds 5
 
 Both models get the same data (RecBole's split of the dataset), the same size
-(hidden 64, 2 layers, 2 heads, max length 50), CE loss and Adam. Each round
+(hidden 64, 2 layers, 2 heads, max length 50), CE loss and the same plain
+(per-tensor) Adam, so the ratio is the models' and their rows' work; the
+fused Adam of this project's trainer comes on top (``attnseq_speedups.py
+--cases fused_adam``). Each round
 times ``--batches`` SASRec training steps on RecBole's prefix rows (batch
 2048) and the same number of seconds' worth of AttnSeq steps on all-position
 windows (AttnSeq's defaults; the table names batch and overlap), alternating,
