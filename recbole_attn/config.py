@@ -139,12 +139,12 @@ def parse_cmd_args(args: Sequence[str]) -> dict[str, str]:
 def check_model_support(final: dict[str, Any], model_class: type) -> None:
     """Options only some models implement: refused before any data is read,
     rather than ignored (RecBole's models train their own rows either way)."""
-    model = model_class.__name__
+    model, user_features = model_class.__name__, as_list(final.get("user_features"))
     if final.get("train_mode") == "all_positions" and not getattr(model_class, "supports_all_positions", False):
         raise UsageError(f"train_mode: all_positions is not available for {model}; use train_mode: prefix")
-    if as_list(final.get("user_features")) and not getattr(model_class, "supports_user_features", False):
-        raise UsageError(f"user_features: {model} does not take user features, got "
-                         f"{as_list(final.get('user_features'))}; set user_features: []")
+    if user_features and not getattr(model_class, "supports_user_features", False):
+        raise UsageError(f"user_features: {model} does not take user features, got {user_features}; "
+                         f"set user_features: []")
 
 
 def check_packing(final: dict[str, Any], model_class: type) -> None:

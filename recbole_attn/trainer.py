@@ -25,8 +25,9 @@ from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
 from recbole_attn import distributed
+from recbole_attn.config import check_model_support
 from recbole_attn.data.rows import AllPositionsLoader
-from recbole_attn.errors import RunFailed, UsageError
+from recbole_attn.errors import RunFailed
 from recbole_attn.evaluation import (
     CHUNK_SIZE_KEY,
     TopKCollector,
@@ -50,11 +51,8 @@ class NonFiniteLossError(RunFailed):
 class AttnTrainer(Trainer):
     def __init__(self, config: Any, model: Any) -> None:
         super().__init__(config, model)
+        check_model_support(config.final_config_dict, type(model))  # also for configs not built by AttnConfig
         self.train_mode = config["train_mode"]
-        if self.train_mode == "all_positions" and not getattr(model, "supports_all_positions", False):
-            raise UsageError(
-                f"train_mode='all_positions' is not available for {type(model).__name__}; use train_mode=prefix"
-            )
         self.use_bf16 = bool(config["enable_amp"]) and self.device.type == "cuda"
         self.enable_amp = False  # RecBole's fp16 path stays off; ours is bf16
         # compile the training step itself: torch.compile(model) would only wrap forward(), and

@@ -125,3 +125,18 @@ def test_fused_adam_keeps_the_double_regularisation_warning(pattern_root, caplog
         trainer = AttnTrainer(config, AttnSeq(config, train.dataset))
     assert trainer.optimizer.defaults["fused"]
     assert ("double regularization" in caplog.text) is warned
+
+
+def test_the_trainer_refuses_all_positions_for_a_model_without_them(pattern_root):
+    """A config changed after its checks (or not built by AttnConfig) still
+    meets the same refusal in the trainer, not a silent prefix-row run."""
+    from recbole.model.sequential_recommender import SASRec
+
+    from recbole_attn.errors import UsageError
+
+    config = AttnConfig("SASRec", "pattern", config_dict={**FAST, "data_path": str(pattern_root)})
+    train, _, _ = data_preparation(config, create_dataset(config))
+    model = SASRec(config, train.dataset)
+    config["train_mode"] = "all_positions"
+    with pytest.raises(UsageError, match="train_mode: all_positions is not available for SASRec"):
+        AttnTrainer(config, model)
