@@ -8,6 +8,7 @@ from recbole.data import create_dataset, data_preparation
 
 from recbole_attn.config import AttnConfig
 from recbole_attn.data.rows import AllPositionsLoader
+from recbole_attn.errors import UsageError
 from recbole_attn.models.attnseq import AttnSeq
 from recbole_attn.trainer import AttnTrainer, NonFiniteLossError
 from tests.conftest import FAST
@@ -131,8 +132,6 @@ def test_the_trainer_refuses_all_positions_for_a_model_without_them(pattern_root
     """A config changed after its checks (or not built by AttnConfig) still
     meets the same refusal in the trainer, not a silent prefix-row run."""
     from recbole.model.sequential_recommender import SASRec
-
-    from recbole_attn.errors import UsageError
 
     config = AttnConfig("SASRec", "pattern", config_dict={**FAST, "data_path": str(pattern_root)})
     train, _, _ = data_preparation(config, create_dataset(config))
